@@ -1,0 +1,143 @@
+"""Requires side of interface:vault-kv: the charm that wants a secrets backend.
+
+Flags set here, for the layer and for charms:
+
+- ``{endpoint_name}.connected``: a Vault application is related.
+- ``{endpoint_name}.available``: Vault published its URL and, for this unit, a
+  role id and a one-shot token, all well formed.
+"""
+
+import socket
+from typing import List, Optional
+
+from charmhelpers.core import hookenv
+from charms.reactive import Endpoint, clear_flag, toggle_flag, when_not
+
+from .relation_data import decode_ca, decode_json, expect, non_empty_string
+
+
+class VaultKVRequires(Endpoint):
+    """The requirer's view of the vault-kv relation."""
+
+    _unit_name_override: Optional[str] = None
+
+    def manage_flags(self) -> None:
+        """Re-derive our flags from the relation data each time it may change."""
+        toggle_flag(self.expand_name("{endpoint_name}.connected"), self.is_joined)
+        toggle_flag(
+            self.expand_name("{endpoint_name}.available"),
+            bool(self.is_joined and self.vault_url and self.unit_role_id and self.unit_token),
+        )
+
+    @when_not("endpoint.{endpoint_name}.joined")
+    def broken(self) -> None:
+        """Once the last Vault unit has gone, nothing we were given is usable."""
+        clear_flag(self.expand_name("{endpoint_name}.connected"))
+        clear_flag(self.expand_name("{endpoint_name}.available"))
+
+    # -- what we ask for -------------------------------------------------
+
+    @property
+    def access_address(self) -> str:
+        """Address Vault will see our requests come from (bound into the AppRole)."""
+        try:
+            return hookenv.network_get_primary_address(self.endpoint_name)
+        except NotImplementedError:
+            return hookenv.unit_private_ip()
+
+    def request_secret_backend(self, name: str, isolated: bool = True, unit_name: Optional[str] = None) -> None:
+        """Ask Vault for the kv backend ``name`` and an AppRole to reach it.
+
+        ``unit_name`` is the name Vault derives the AppRole and policy names
+        from.  It defaults to the Juju unit name, which two models with the same
+        application name share; pass ``{model-uuid}-{unit}`` to keep them apart.
+        """
+        if not isinstance(name, str) or not name.startswith("charm-"):
+            raise ValueError("vault-kv backend names must start with 'charm-' (the vault charm ignores others)")
+        unit_name = unit_name or hookenv.local_unit()
+        self._unit_name_override = unit_name
+        for relation in self.relations:
+            relation.to_publish["secret_backend"] = name
+            relation.to_publish["access_address"] = self.access_address
+            relation.to_publish["hostname"] = socket.gethostname()
+            relation.to_publish["isolated"] = bool(isolated)
+            relation.to_publish["unit_name"] = unit_name
+
+    # -- what we were given -----------------------------------------------
+
+    @property
+    def requested_unit_name(self) -> str:
+        """The unit_name this unit asked Vault for (Juju unit name if none)."""
+        if self._unit_name_override:
+            return self._unit_name_override
+        for relation in self.relations:
+            value = expect("unit_name", relation.to_publish.get("unit_name"), str)
+            if value:
+                return value
+        return hookenv.local_unit()
+
+    def _unit_keys(self, suffix: str) -> List[str]:
+        names = [self.requested_unit_name, hookenv.local_unit()]
+        return ["{}_{}".format(name, suffix) for name in dict.fromkeys(names)]
+
+    def _received(self, key: str):
+        """A value from any joined Vault unit, JSON-decoded, or None."""
+        for unit in self.all_joined_units:
+            value = decode_json(unit.received_raw.get(key))
+            if value is not None:
+                return value
+        return None
+
+    def role_id_for(self, unit_name: str) -> Optional[str]:
+        """The AppRole id Vault published for ``unit_name`` (new or legacy name)."""
+        key = "{}_role_id".format(unit_name)
+        return non_empty_string(key, self._received(key))
+
+    def token_for(self, unit_name: str) -> Optional[str]:
+        """The one-shot wrapping token Vault published for ``unit_name``."""
+        key = "{}_token".format(unit_name)
+        return non_empty_string(key, self._received(key))
+
+    @property
+    def unit_role_id(self) -> Optional[str]:
+        """AppRole id for this unit: under the requested name first, then the Juju unit name."""
+        for key in self._unit_keys("role_id"):
+            value = non_empty_string(key, self._received(key))
+            if value:
+                return value
+        return None
+
+    @property
+    def unit_token(self) -> Optional[str]:
+        """One-shot token that unwraps to this unit's secret_id."""
+        for key in self._unit_keys("token"):
+            value = non_empty_string(key, self._received(key))
+            if value:
+                return value
+        return None
+
+    @property
+    def all_unit_tokens(self) -> List[str]:
+        """Every distinct token any Vault unit published for this unit, in a stable order."""
+        tokens = []
+        for key in self._unit_keys("token"):
+            for unit in self.all_joined_units:
+                token = non_empty_string(key, decode_json(unit.received_raw.get(key)))
+                if token and token not in tokens:
+                    tokens.append(token)
+        return tokens
+
+    @property
+    def vault_url(self) -> Optional[str]:
+        """URL of the Vault API, if published and well formed."""
+        return expect(
+            "vault_url",
+            self._received("vault_url"),
+            str,
+            lambda v: v.startswith("http://") or v.startswith("https://"),
+        )
+
+    @property
+    def vault_ca(self) -> Optional[str]:
+        """PEM text of the CA that signed Vault's certificate, if published."""
+        return decode_ca(self._received("vault_ca"))

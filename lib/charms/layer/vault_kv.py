@@ -1,0 +1,305 @@
+"""Public API of layer:vault-kv: key-value stores kept in Vault.
+
+Charms use ``VaultAppKV`` (data shared by every unit of the application, a
+secure replacement for leader data) and ``VaultUnitKV`` (data of one unit).
+Both are dicts, one instance per hook process, whose writes go straight to
+Vault.  ``get_vault_config`` gives the raw credentials to tools that talk to
+Vault themselves; ``VaultNotReady`` is raised whenever Vault cannot be used yet.
+
+Differences from the old layer, each a defect it had:
+
+- A kv version 1 write replaces the whole secret, so every write here carries
+  the whole mapping; before the first write of a hook the path is read again
+  so keys another unit wrote meanwhile are kept.  Deleting is explicit.
+- One login per hook instead of one per request (see ``vault_kv_session``).
+- ``vault_ca`` from the relation is used to verify Vault's certificate.
+"""
+
+import json
+from typing import Any, Dict, Iterable, Optional
+
+from charmhelpers.core import hookenv
+from charms.reactive import clear_flag, get_flags, set_flag
+
+from charms.layer.vault_kv_credentials import get_vault_config
+from charms.layer.vault_kv_errors import VaultCredentialsInvalid, VaultNotReady
+from charms.layer.vault_kv_hashing import canonical_json, fingerprint, value_hash
+from charms.layer.vault_kv_session import VaultSession, forget_sessions, session_for
+
+__all__ = [
+    "VaultNotReady",
+    "VaultCredentialsInvalid",
+    "VaultUnitKV",
+    "VaultAppKV",
+    "get_vault_config",
+    "reset_cached_state",
+]
+
+FLAG_PREFIX = "layer.vault-kv.app-kv."
+FLAG_ANY_CHANGED = FLAG_PREFIX + "changed"
+_MISSING = object()
+
+
+def log(message: str, level: str = hookenv.DEBUG) -> None:
+    """Log with the layer's prefix.  Callers pass names and paths, never values."""
+    hookenv.log("vault-kv: " + message, level=level)
+
+
+def unit_number() -> str:
+    """This unit's number, which names its paths in Vault."""
+    return hookenv.local_unit().split("/")[1]
+
+
+class _Singleton(type):
+    """One instance per class per process: every handler of a hook shares it.
+
+    An instance whose construction failed (Vault not ready) is not kept, so
+    the next call tries again.
+    """
+
+    def __call__(cls, *args, **kwargs):
+        instance = cls.__dict__.get("_instance")
+        if instance is None:
+            instance = super().__call__(*args, **kwargs)
+            cls._instance = instance
+        return instance
+
+    def loaded(cls) -> Optional[Any]:
+        """The instance, if this process already built one; never contacts Vault."""
+        return cls.__dict__.get("_instance")
+
+    def forget(cls) -> None:
+        """Drop the instance so the next call reads Vault again."""
+        cls._instance = None
+
+
+class _VaultBaseKV(dict, metaclass=_Singleton):
+    """A dict whose contents live at one kv v1 path in Vault."""
+
+    _instance = None
+
+    def __init__(self, path: str, session: VaultSession) -> None:
+        self._path = path
+        self._session = session
+        self._fresh_for_write = False
+        super().__init__(session.read(path) or {})
+
+    # -- keeping Vault and the dict the same --------------------------------
+
+    def _refresh_before_first_write(self) -> None:
+        """Re-read the path once per hook before writing, to keep others' keys."""
+        if self._fresh_for_write:
+            return
+        previous = dict(self)
+        latest = self._session.read(self._path) or {}
+        dict.clear(self)
+        dict.update(self, latest)
+        self._fresh_for_write = True
+        for key in set(previous) | set(latest):
+            if previous.get(key, _MISSING) != latest.get(key, _MISSING):
+                log("{} changed in Vault during this hook: {}".format(self._path, key))
+                self._after_change(key)
+
+    def _store(self, mapping: Dict[str, Any]) -> None:
+        """Write the whole mapping (a kv v1 write replaces what is there)."""
+        if mapping:
+            self._session.write(self._path, mapping)
+        else:
+            self._session.delete(self._path)
+
+    def _after_change(self, key: str) -> None:
+        """Hook for subclasses: ``key``'s value in the dict changed."""
+
+    @staticmethod
+    def _check(key: Any, value: Any) -> None:
+        if not isinstance(key, str) or not key:
+            raise TypeError("vault-kv keys must be non-empty strings")
+        try:
+            canonical_json(value)
+        except (TypeError, ValueError):
+            raise TypeError("vault-kv value for key {!r} is not JSON-serialisable".format(key)) from None
+
+    def _apply(self, updates: Dict[str, Any], deletes: Iterable[str] = ()) -> None:
+        """Set ``updates`` and remove ``deletes`` with at most one write."""
+        for key, value in updates.items():
+            self._check(key, value)
+        # round-trip through JSON so the dict holds what Vault will hand back
+        updates = {key: _json_copy(value) for key, value in updates.items()}
+        self._refresh_before_first_write()
+        deletes = [key for key in deletes if key in self]
+        changed = [
+            key
+            for key, value in updates.items()
+            if key not in self or canonical_json(self[key]) != canonical_json(value)
+        ]
+        if not changed and not deletes:
+            return
+        mapping = dict(self)
+        mapping.update(updates)
+        for key in deletes:
+            mapping.pop(key, None)
+        self._store(mapping)
+        for key in changed:
+            dict.__setitem__(self, key, updates[key])
+        for key in deletes:
+            dict.__delitem__(self, key)
+        log("wrote {} key(s) and removed {} at {}".format(len(changed), len(deletes), self._path))
+        for key in list(changed) + list(deletes):
+            self._after_change(key)
+
+    # -- the dict interface, every mutation persisted -----------------------
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._apply({key: value})
+
+    def set(self, key: str, value: Any) -> None:
+        """Alias of ``kv[key] = value`` for a KV-style interface."""
+        self[key] = value
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """Set several keys with a single write."""
+        self._apply(dict(*args, **kwargs))
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self:
+            raise KeyError(key)
+        self._apply({}, [key])
+        if key in self:  # someone else's write raced ours; be explicit
+            raise KeyError(key)
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` from Vault; no error if it is not there."""
+        self._apply({}, [key])
+
+    def pop(self, key: str, *default: Any) -> Any:
+        if key not in self:
+            if default:
+                return default[0]
+            raise KeyError(key)
+        value = self[key]
+        self._apply({}, [key])
+        return value
+
+    def popitem(self):
+        raise NotImplementedError("popitem would delete an arbitrary key; use delete(key)")
+
+    def clear(self) -> None:
+        """Remove every key (explicitly asked for; nothing else ever does this)."""
+        self._apply({}, list(self))
+
+
+def _json_copy(value: Any) -> Any:
+    """The value as Vault will hand it back (tuples become lists, and so on)."""
+    return json.loads(canonical_json(value))
+
+
+class VaultUnitKV(_VaultBaseKV):
+    """Data of this unit only, at ``{backend}/kv/unit/{unit-number}``.
+
+    Keys are strings; values anything JSON can hold.  Every set is written to
+    Vault at once.  One instance per process.
+    """
+
+    def __init__(self) -> None:
+        config = get_vault_config()
+        path = "{}/kv/unit/{}".format(config["secret_backend"], unit_number())
+        super().__init__(path, session_for(config))
+
+
+class VaultAppKV(_VaultBaseKV):
+    """Data shared by every unit of the application, at ``{backend}/kv/app``.
+
+    A secure replacement for leader data: only the leader should write (not
+    enforced).  Each unit keeps md5 hashes of the values it has seen at
+    ``{backend}/kv/app-hashes/{unit-number}``; a value whose hash differs from
+    the unit's stored one raises ``layer.vault-kv.app-kv.changed`` and
+    ``layer.vault-kv.app-kv.changed.{key}``, and every key with a value has
+    ``layer.vault-kv.app-kv.set.{key}``.  Hashes are stored at hook exit.
+    """
+
+    def __init__(self) -> None:
+        config = get_vault_config()
+        backend = config["secret_backend"]
+        session = session_for(config)
+        self._hash_path = "{}/kv/app-hashes/{}".format(backend, unit_number())
+        super().__init__("{}/kv/app".format(backend), session)
+        self._old_hashes: Dict[str, str] = session.read(self._hash_path) or {}
+        self._new_hashes: Dict[str, str] = {key: value_hash(value) for key, value in self.items()}
+        self._derive_flags()
+
+    def _derive_flags(self) -> None:
+        """Set the app-kv flags for every key we know of, and clear stale ones."""
+        set_prefix = FLAG_PREFIX + "set."
+        flagged = {flag[len(set_prefix) :] for flag in get_flags() if flag.startswith(set_prefix)}
+        for key in sorted(set(self) | set(self._old_hashes) | flagged):
+            self._manage_flags(key)
+
+    def _after_change(self, key: str) -> None:
+        if key in self:
+            self._new_hashes[key] = value_hash(self[key])
+        else:
+            self._new_hashes.pop(key, None)
+        self._manage_flags(key)
+
+    def _rehash(self, key: str) -> None:
+        """Compatibility with the old layer's private API."""
+        self._after_change(key)
+
+    def _manage_flags(self, key: str) -> None:
+        key_changed = FLAG_PREFIX + "changed." + key
+        key_set = FLAG_PREFIX + "set." + key
+        if self.is_changed(key):
+            # clear then set, so handlers run again even if the flag was left set
+            clear_flag(FLAG_ANY_CHANGED)
+            set_flag(FLAG_ANY_CHANGED)
+            clear_flag(key_changed)
+            set_flag(key_changed)
+        if self.get(key) is not None:
+            set_flag(key_set)
+        else:
+            clear_flag(key_set)
+
+    @classmethod
+    def _clear_all_flags(cls) -> None:
+        """Clear every app-kv flag (the relation is gone)."""
+        for flag in get_flags():
+            if flag.startswith(FLAG_PREFIX):
+                clear_flag(flag)
+
+    def is_changed(self, key: str) -> bool:
+        """Whether ``key``'s value differs from what this unit last recorded."""
+        return self._new_hashes.get(key) != self._old_hashes.get(key)
+
+    def any_changed(self) -> bool:
+        """Whether any value differs from what this unit last recorded."""
+        return any(self.is_changed(key) for key in set(self._new_hashes) | set(self._old_hashes))
+
+    def data_digest(self) -> str:
+        """A digest of all value hashes: equal digests mean equal data."""
+        return fingerprint(sorted(self._new_hashes.items()))
+
+    def update_hashes(self) -> None:
+        """Record the current hashes in Vault, marking every value as seen.
+
+        Done at hook exit.  Costs no request when nothing changed.
+        """
+        if self._new_hashes == self._old_hashes:
+            return
+        if self._new_hashes:
+            self._session.write(self._hash_path, dict(self._new_hashes))
+        else:
+            self._session.delete(self._hash_path)
+        log("recorded value hashes at {}".format(self._hash_path))
+        self._old_hashes = dict(self._new_hashes)
+
+
+def reset_cached_state() -> None:
+    """Forget the stores and sessions of this process (tests; a new hook)."""
+    VaultAppKV.forget()
+    VaultUnitKV.forget()
+    forget_sessions()

@@ -1,0 +1,140 @@
+"""Credentials for Vault: what the relation gave us, plus the unwrapped secret_id.
+
+Vault hands each unit a role id and a *one-shot* response-wrapping token.
+Unwrapping the token yields the secret_id; a second unwrap fails.  So the
+secret_id is stored in the unit's local key-value store (unitdata) together
+with the token it came from, and flushed at once: if the hook failed later and
+the store were rolled back, the secret_id would be lost for good.
+
+The token is recorded only after a successful unwrap, so a transient failure
+while unwrapping is simply retried in the next hook.
+"""
+
+import os
+import tempfile
+from typing import Dict, List, Optional
+
+import hvac
+from charmhelpers.core import hookenv, unitdata
+from charms.reactive import endpoint_from_name
+
+from charms.layer import vault_kv_options
+from charms.layer.vault_kv_errors import VaultCredentialsInvalid, VaultNotReady
+
+ENDPOINT_NAME = "vault-kv"
+KV_SECRET_ID = "layer.vault-kv.secret_id"
+KV_TOKEN = "layer.vault-kv.token"
+KV_SEEN_TOKENS = "layer.vault-kv.seen-tokens"
+REQUEST_TIMEOUT = 15
+
+
+def vault_endpoint():
+    """The vault-kv endpoint object, or None when the charm has no such relation."""
+    return endpoint_from_name(ENDPOINT_NAME)
+
+
+def ca_file_for(ca_pem: Optional[str]) -> Optional[str]:
+    """Path of a file holding ``ca_pem``, for requests' ``verify``; None without a CA.
+
+    The CA is public, but it decides whom we trust, so it is written
+    atomically beside the charm and rewritten only when it changes.
+    """
+    if not ca_pem:
+        return None
+    directory = hookenv.charm_dir() or os.getcwd()
+    path = os.path.join(directory, ".vault-kv-ca.pem")
+    try:
+        with open(path) as handle:
+            if handle.read() == ca_pem:
+                return path
+    except OSError:
+        pass
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".vault-kv-ca.")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(ca_pem)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return path
+
+
+def unwrap_secret_id(vault_url: str, token: str, verify) -> str:
+    """Exchange a one-shot wrapping token for the secret_id it wraps."""
+    from charms.layer.vault_kv_session import translate_errors
+
+    with translate_errors("unwrapping the one-shot token", login=True):
+        client = hvac.Client(url=vault_url, token=token, verify=verify, timeout=REQUEST_TIMEOUT)
+        response = client.sys.unwrap()
+    secret_id = ((response or {}).get("data") or {}).get("secret_id")
+    if not secret_id:
+        raise VaultCredentialsInvalid("the one-shot token did not wrap a secret_id")
+    return secret_id
+
+
+def current_secret_id(vault_url: str, tokens: List[str], verify) -> str:
+    """The secret_id for this unit, unwrapping any token Vault published that is new to us.
+
+    Tokens already unwrapped, or found spent, are remembered so a steady-state
+    hook makes no Vault request here at all.
+    """
+    kv = unitdata.kv()
+    stored_secret = kv.get(KV_SECRET_ID)
+    seen = list(kv.get(KV_SEEN_TOKENS) or [])
+    last_error: Optional[VaultNotReady] = None
+    for token in tokens:
+        if token in seen or token == kv.get(KV_TOKEN):
+            continue
+        try:
+            secret_id = unwrap_secret_id(vault_url, token, verify)
+        except VaultCredentialsInvalid as error:
+            # spent (by us in a lost hook, or by nobody we know of): remember
+            # it so it is not tried again, and keep any secret_id we hold
+            last_error = error
+            kv.set(KV_SEEN_TOKENS, (seen + [token])[-16:])
+            kv.flush()
+            seen.append(token)
+            continue
+        kv.set(KV_SECRET_ID, secret_id)
+        kv.set(KV_TOKEN, token)
+        kv.set(KV_SEEN_TOKENS, (seen + [token])[-16:])
+        kv.flush()
+        hookenv.log("vault-kv: obtained a new secret_id from the one-shot token", level=hookenv.INFO)
+        return secret_id
+    if stored_secret:
+        return stored_secret
+    if last_error is not None:
+        raise VaultCredentialsInvalid(
+            "the one-shot token Vault published was already used and no secret_id is stored;"
+            " Vault must issue a new one (vault charm action refresh-secrets)"
+        )
+    raise VaultNotReady("Vault has not published a token for this unit yet")
+
+
+def get_vault_config() -> Dict[str, Optional[str]]:
+    """The settings needed to reach this application's backend in Vault.
+
+    Keys: ``vault_url``, ``secret_backend``, ``role_id``, ``secret_id`` (as
+    charms expect today) and ``vault_ca`` (path of the CA file, or None).
+
+    Raises VaultNotReady while the relation is incomplete, and
+    VaultCredentialsInvalid when the only token Vault gave us is spent and no
+    secret_id is stored.
+    """
+    endpoint = vault_endpoint()
+    if endpoint is None or not endpoint.is_joined:
+        raise VaultNotReady("the vault-kv relation is not joined")
+    vault_url = endpoint.vault_url
+    role_id = endpoint.unit_role_id
+    tokens = endpoint.all_unit_tokens
+    if not vault_url:
+        raise VaultNotReady("Vault has not published its URL yet")
+    if not role_id or not tokens:
+        raise VaultNotReady("Vault has not granted this unit access yet")
+    verify = ca_file_for(endpoint.vault_ca)
+    secret_id = current_secret_id(vault_url, tokens, True if verify is None else verify)
+    return {
+        "vault_url": vault_url,
+        "secret_backend": vault_kv_options.secret_backend_name(),
+        "role_id": role_id,
+        "secret_id": secret_id,
+        "vault_ca": verify,
+    }

@@ -1,0 +1,131 @@
+"""Reactive handlers of layer:vault-kv.  Each is thin; the logic is in lib/.
+
+Flags this layer sets:
+
+- ``layer.vault-kv.requested``: access was asked for on the relation.
+- ``layer.vault-kv.ready``: Vault answered with this unit's credentials and the
+  app-kv flags below reflect Vault's data in this hook.
+- ``layer.vault-kv.config.changed``: the connection data changed (the charm clears it).
+- ``layer.vault-kv.app-kv.changed[.{key}]``, ``layer.vault-kv.app-kv.set.{key}``:
+  see ``VaultAppKV``.
+"""
+
+from charmhelpers.core import hookenv
+from charms.reactive import (
+    clear_flag,
+    data_changed,
+    endpoint_from_flag,
+    set_flag,
+    when,
+    when_not,
+)
+
+from charms.layer import vault_kv, vault_kv_options, vault_kv_status
+
+FLAG_READY = "layer.vault-kv.ready"
+FLAG_REQUESTED = "layer.vault-kv.requested"
+FLAG_CONFIG_CHANGED = "layer.vault-kv.config.changed"
+
+
+def _wanted_request():
+    """(backend, unit_name) this build of the charm asks Vault for."""
+    return vault_kv_options.secret_backend_name(), vault_kv_options.vault_unit_name()
+
+
+@when("vault-kv.connected")
+@when_not("layer.vault-kv.requested")
+def request_vault_access():
+    """Ask Vault for our backend.  Never isolated: VaultAppKV is shared by all units."""
+    try:
+        backend, unit_name = _wanted_request()
+    except ValueError as error:
+        vault_kv_status.blocked(str(error))
+        return
+    endpoint = endpoint_from_flag("vault-kv.connected")
+    endpoint.request_secret_backend(backend, isolated=False, unit_name=unit_name)
+    data_changed("layer.vault-kv.request", [backend, unit_name])
+    hookenv.log("vault-kv: requested backend {} as {}".format(backend, unit_name), level=hookenv.INFO)
+    set_flag(FLAG_REQUESTED)
+
+
+@when("layer.vault-kv.requested")
+def request_again_if_changed():
+    """A new build (charm upgrade) may want another backend or unit name: ask again."""
+    try:
+        wanted = _wanted_request()
+    except ValueError:
+        return
+    if data_changed("layer.vault-kv.request", list(wanted)):
+        clear_flag(FLAG_REQUESTED)
+
+
+@when("vault-kv.available")
+def update_ready():
+    """Ready only once Vault answered, and only after the app-kv flags are derived."""
+    try:
+        vault_kv.VaultAppKV()
+    except vault_kv.VaultCredentialsInvalid as error:
+        clear_flag(FLAG_READY)
+        vault_kv_status.blocked(str(error))
+    except vault_kv.VaultNotReady as error:
+        clear_flag(FLAG_READY)
+        vault_kv_status.waiting(str(error))
+    else:
+        set_flag(FLAG_READY)
+        vault_kv_status.resolved()
+
+
+@when_not("vault-kv.available")
+def not_available():
+    """Without Vault's answer on the relation there is nothing to be ready with."""
+    clear_flag(FLAG_READY)
+
+
+@when("layer.vault-kv.ready")
+def check_config_changed():
+    """Tell the charm when its Vault credentials or URL changed."""
+    try:
+        config = vault_kv.get_vault_config()
+    except vault_kv.VaultNotReady:
+        return
+    if data_changed("layer.vault-kv.config", config):
+        set_flag(FLAG_CONFIG_CHANGED)
+
+
+@when_not("vault-kv.connected")
+def relation_gone():
+    """The vault relation went away: nothing of it can be relied on any more."""
+    clear_flag(FLAG_READY)
+    clear_flag(FLAG_REQUESTED)
+    vault_kv.VaultAppKV._clear_all_flags()
+
+
+def derive_app_kv_flags():
+    """At hook start: read the app data so its flags are true for this hook.
+
+    When Vault cannot be reached the app-kv flags keep their last known
+    values (clearing ``set.{key}`` would invite a charm to generate a new
+    value); only ``layer.vault-kv.ready`` is cleared.
+    """
+    try:
+        vault_kv.VaultAppKV()
+    except vault_kv.VaultNotReady as error:
+        clear_flag(FLAG_READY)
+        hookenv.log("vault-kv: app data not read at hook start: {}".format(error), level=hookenv.DEBUG)
+
+
+def record_app_kv_hashes():
+    """At hook exit: record what this unit has seen; the leader wakes the others."""
+    app_kv = vault_kv.VaultAppKV.loaded()
+    if app_kv is None:
+        return
+    try:
+        if hookenv.is_leader() and app_kv.any_changed():
+            hookenv.leader_set({"vault-kv-nonce": app_kv.data_digest()})
+        app_kv.update_hashes()
+    except vault_kv.VaultNotReady as error:
+        hookenv.log("vault-kv: hashes not recorded, next hook will: {}".format(error), level=hookenv.WARNING)
+
+
+hookenv.atstart(derive_app_kv_flags)
+hookenv.atexit(record_app_kv_hashes)

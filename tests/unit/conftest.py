@@ -1,0 +1,110 @@
+"""Unit-test setup: charms.unit_test's mocked charmhelpers and reactive flags.
+
+charms.unit_test replaces ``charms.reactive`` and ``charmhelpers`` in this
+process with mocks that keep flags in a set, as the ecosystem's layers test.
+hvac is real; only ``hvac.Client`` is swapped for the in-memory fake in
+``fake_vault`` so tests read back what was written to "Vault".
+"""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "lib"))
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from charms.unit_test import MockKV, patch_module, patch_reactive  # noqa: E402
+
+patch_reactive()
+# The real charmhelpers may be installed (the integration suite needs it);
+# make sure the submodules the layer imports are the mocks all the same.
+for _name in ("charmhelpers.core", "charmhelpers.core.hookenv", "charmhelpers.core.unitdata"):
+    patch_module(_name)
+
+import charms.reactive as reactive  # noqa: E402  (the mock)
+from charmhelpers.core import hookenv, unitdata  # noqa: E402  (mocks)
+
+
+def load_interface(side: str):
+    """Import interface-vault-kv/<side>.py as package ``relations.vault_kv``, as a built charm does."""
+    package = "relations_vault_kv"
+    if package not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            package,
+            ROOT / "interface-vault-kv" / "__init__.py",
+            submodule_search_locations=[str(ROOT / "interface-vault-kv")],
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[package] = module
+        spec.loader.exec_module(module)
+    return importlib.import_module("{}.{}".format(package, side))
+
+
+@pytest.fixture
+def flags():
+    """The mocked flag set, emptied before each test."""
+    from charms.unit_test import flags as flag_set
+
+    flag_set.clear()
+    yield flag_set
+    flag_set.clear()
+
+
+@pytest.fixture
+def kv():
+    """A fresh mocked unitdata store."""
+    store = MockKV()
+    unitdata.kv.return_value = store
+    store.flush = lambda *a, **k: None
+
+    def data_changed(key, value):
+        """charms.reactive's data_changed, kept in this mocked unitdata."""
+        encoded = json.dumps(value, sort_keys=True)
+        changed = store.get("reactive.data_changed." + key) != encoded
+        store["reactive.data_changed." + key] = encoded
+        return changed
+
+    reactive.data_changed.side_effect = data_changed
+    return store
+
+
+@pytest.fixture
+def juju(tmp_path, monkeypatch):
+    """The hookenv answers of unit app/0 in a model, with a charm dir on disk."""
+    state = {"leader": True, "unit": "app/0", "status": ("unknown", ""), "leader_data": {}}
+    hookenv.reset_mock()
+    hookenv.local_unit.side_effect = lambda: state["unit"]
+    hookenv.application_name.side_effect = lambda: state["unit"].split("/")[0]
+    hookenv.model_uuid.side_effect = lambda: "0b5e1b6a-uuid-model-a"
+    hookenv.charm_dir.side_effect = lambda: str(tmp_path)
+    hookenv.is_leader.side_effect = lambda: state["leader"]
+    hookenv.status_set.side_effect = lambda s, m: state.__setitem__("status", (s, m))
+    hookenv.status_get.side_effect = lambda: state["status"]
+    hookenv.leader_set.side_effect = lambda data=None, **kw: state["leader_data"].update(data or {}, **kw)
+    hookenv.DEBUG, hookenv.INFO, hookenv.WARNING, hookenv.ERROR = "DEBUG", "INFO", "WARNING", "ERROR"
+    state["charm_dir"] = tmp_path
+    return state
+
+
+@pytest.fixture
+def vault(monkeypatch, flags, kv, juju):
+    """An in-memory Vault, a relation that grants app/0 access, and fresh layer state."""
+    import hvac
+    from fake_vault import FakeEndpoint, FakeVault
+
+    from charms.layer import vault_kv
+
+    server = FakeVault()
+    monkeypatch.setattr(hvac, "Client", server.client)
+    endpoint = FakeEndpoint(server, juju)
+    reactive.endpoint_from_name.side_effect = lambda name: endpoint if name == "vault-kv" else None
+    reactive.endpoint_from_flag.side_effect = lambda flag: endpoint
+    vault_kv.reset_cached_state()
+    server.endpoint = endpoint
+    yield server
+    vault_kv.reset_cached_state()

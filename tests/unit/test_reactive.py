@@ -1,0 +1,166 @@
+"""The reactive handlers, with charms.unit_test's mocked flags."""
+
+import importlib.util
+import json
+
+import pytest
+from charmhelpers.core import hookenv
+from conftest import ROOT
+
+from charms.layer import vault_kv
+
+spec = importlib.util.spec_from_file_location("reactive_vault_kv", ROOT / "reactive" / "vault_kv.py")
+handlers = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(handlers)
+
+APP = "charm-app/kv/app"
+READY = "layer.vault-kv.ready"
+SET_KEY = "layer.vault-kv.app-kv.set.encryption_key"
+
+
+def new_hook():
+    vault_kv.reset_cached_state()
+
+
+@pytest.fixture
+def connected(vault, flags):
+    flags.update({"vault-kv.connected", "vault-kv.available"})
+    return vault
+
+
+class TestRequest:
+    def test_legacy_build_requests_charm_app_as_the_juju_unit(self, connected, flags):
+        handlers.request_vault_access()
+        assert connected.endpoint.requests == [{"secret_backend": "charm-app", "isolated": False, "unit_name": "app/0"}]
+        assert "layer.vault-kv.requested" in flags
+
+    def test_model_scoped_build_requests_its_own_backend_and_unit_name(self, connected, flags, juju):
+        options = {"options": {"vault-kv": {"secrets-backend-format": "charm-{model-uuid}-{app}"}}}
+        (juju["charm_dir"] / "layer.yaml").write_text(json.dumps(options))
+        handlers.request_vault_access()
+        request = connected.endpoint.requests[-1]
+        assert request["secret_backend"] == "charm-0b5e1b6a-uuid-model-a-app"
+        assert request["unit_name"] == "0b5e1b6a-uuid-model-a-app/0"
+
+    def test_bad_option_blocks_with_a_clear_message_and_requests_nothing(self, connected, flags, juju):
+        (juju["charm_dir"] / "layer.yaml").write_text(
+            json.dumps({"options": {"vault-kv": {"secrets-backend-format": "kv-{app}"}}})
+        )
+        handlers.request_vault_access()
+        assert connected.endpoint.requests == []
+        assert "layer.vault-kv.requested" not in flags
+        assert juju["status"][0] == "blocked" and "charm-" in juju["status"][1]
+
+    def test_a_new_build_with_another_backend_requests_again(self, connected, flags, juju, kv):
+        handlers.request_vault_access()
+        handlers.request_again_if_changed()
+        assert "layer.vault-kv.requested" in flags
+        options = {"options": {"vault-kv": {"secrets-backend-format": "charm-{model-uuid}-{app}"}}}
+        (juju["charm_dir"] / "layer.yaml").write_text(json.dumps(options))
+        handlers.request_again_if_changed()
+        assert "layer.vault-kv.requested" not in flags
+
+
+class TestReady:
+    def test_ready_comes_with_the_app_kv_flags_already_derived(self, connected, flags):
+        connected.data[APP] = {"encryption_key": "K"}
+        handlers.update_ready()
+        assert READY in flags and SET_KEY in flags
+
+    @pytest.mark.parametrize("fault", ["sealed", "down"])
+    def test_outage_at_hook_start_keeps_set_flags_and_clears_ready(self, connected, flags, juju, fault):
+        connected.data[APP] = {"encryption_key": "K"}
+        handlers.update_ready()
+        vault_kv.VaultAppKV().update_hashes()
+        assert READY in flags and SET_KEY in flags
+        new_hook()
+        setattr(connected, fault, True)
+        handlers.derive_app_kv_flags()
+        handlers.update_ready()
+        assert READY not in flags
+        assert SET_KEY in flags  # no charm is invited to generate a new key
+        assert juju["status"][0] == "waiting"
+        assert "K" not in juju["status"][1].replace("vault-kv", "")
+
+    def test_recovery_restores_ready_and_takes_down_only_our_status(self, connected, flags, juju, kv):
+        connected.sealed = True
+        handlers.update_ready()
+        assert juju["status"][0] == "waiting"
+        connected.sealed = False
+        new_hook()
+        handlers.update_ready()
+        assert READY in flags
+        assert juju["status"] == ("active", "vault-kv: ready")
+
+    def test_recovery_leaves_a_status_the_charm_set(self, connected, flags, juju):
+        connected.sealed = True
+        handlers.update_ready()
+        juju["status"] = ("blocked", "charm: needs config")
+        connected.sealed = False
+        new_hook()
+        handlers.update_ready()
+        assert juju["status"] == ("blocked", "charm: needs config")
+
+    def test_refused_credentials_block(self, connected, flags, juju):
+        connected.roles["role-app-0"] = "rotated"
+        handlers.update_ready()
+        assert READY not in flags
+        assert juju["status"][0] == "blocked"
+
+    def test_relation_data_gone_clears_ready(self, connected, flags):
+        flags.add(READY)
+        flags.discard("vault-kv.available")
+        handlers.not_available()
+        assert READY not in flags
+
+    def test_relation_removed_clears_every_layer_flag(self, connected, flags):
+        connected.data[APP] = {"encryption_key": "K"}
+        handlers.update_ready()
+        flags.add("layer.vault-kv.requested")
+        handlers.relation_gone()
+        assert not [f for f in flags if f.startswith("layer.vault-kv.")]
+
+    def test_config_changed_is_raised_once_per_change(self, connected, flags, kv):
+        handlers.check_config_changed()
+        assert "layer.vault-kv.config.changed" in flags
+        flags.discard("layer.vault-kv.config.changed")
+        handlers.check_config_changed()
+        assert "layer.vault-kv.config.changed" not in flags
+
+
+class TestHookExit:
+    def test_leader_records_hashes_and_nudges_the_others(self, connected, juju):
+        kv = vault_kv.VaultAppKV()
+        kv["encryption_key"] = "K"
+        handlers.record_app_kv_hashes()
+        assert "charm-app/kv/app-hashes/0" in connected.data
+        assert juju["leader_data"]["vault-kv-nonce"] == kv.data_digest()
+
+    def test_non_leader_records_hashes_without_leader_set(self, connected, juju):
+        juju["leader"] = False
+        connected.data[APP] = {"encryption_key": "K"}
+        vault_kv.VaultAppKV()
+        handlers.record_app_kv_hashes()
+        assert "charm-app/kv/app-hashes/0" in connected.data
+        assert juju["leader_data"] == {}
+
+    def test_unchanged_hook_writes_nothing(self, connected, juju):
+        connected.data[APP] = {"encryption_key": "K"}
+        vault_kv.VaultAppKV().update_hashes()
+        new_hook()
+        before = list(connected.requests)
+        handlers.derive_app_kv_flags()
+        handlers.record_app_kv_hashes()
+        added = connected.requests[len(before) :]
+        assert [kind for kind, _ in added] == ["login", "read", "read"]
+        assert juju["leader_data"] == {}
+
+    def test_exit_never_loads_the_store_itself(self, connected):
+        handlers.record_app_kv_hashes()
+        assert connected.requests == []
+
+    def test_outage_at_exit_is_logged_not_raised(self, connected):
+        vault_kv.VaultAppKV()["a"] = 1
+        connected.down = True
+        handlers.record_app_kv_hashes()  # must not raise
+        assert any("hashes not recorded" in str(c) for c in hookenv.log.call_args_list)

@@ -1,0 +1,360 @@
+"""The library: stores, sessions, credentials, hashes, options."""
+
+import hashlib
+import json
+
+import pytest
+from charmhelpers.core import hookenv
+
+from charms.layer import vault_kv, vault_kv_hashing, vault_kv_options
+from charms.layer.vault_kv import VaultAppKV, VaultCredentialsInvalid, VaultNotReady, VaultUnitKV
+
+APP = "charm-app/kv/app"
+HASHES = "charm-app/kv/app-hashes/0"
+
+
+def new_hook():
+    """What a new hook process starts with: no cached stores or sessions."""
+    vault_kv.reset_cached_state()
+
+
+def logged_text():
+    return " ".join(str(call) for call in hookenv.log.call_args_list)
+
+
+class TestNoWriteDropsAKey:
+    def test_three_keys_set_one_after_another_all_stay_in_vault(self, vault):
+        vault.data[APP] = {"encryption_key": "EARLIER"}
+        kv = VaultAppKV()
+        kv["k0"] = 0
+        kv["k1"] = 1
+        kv.set("k2", 2)
+        assert vault.data[APP] == {"encryption_key": "EARLIER", "k0": 0, "k1": 1, "k2": 2}
+
+    def test_keys_another_unit_wrote_during_the_hook_are_kept(self, vault):
+        vault.data[APP] = {"a": 1}
+        kv = VaultAppKV()
+        vault.data[APP] = {"a": 1, "from_other_unit": "x"}  # written after our read
+        kv["b"] = 2
+        assert vault.data[APP] == {"a": 1, "from_other_unit": "x", "b": 2}
+        assert kv["from_other_unit"] == "x"
+
+    def test_the_path_is_reread_only_once_per_hook(self, vault):
+        kv = VaultAppKV()
+        for n in range(5):
+            kv["k{}".format(n)] = n
+        assert [r for r in vault.requests if r == ("read", APP)] == [("read", APP)] * 2
+
+    def test_update_writes_several_keys_in_one_request(self, vault):
+        kv = VaultAppKV()
+        kv.update({"x": 1, "y": 2})
+        assert vault.count("write") == 1
+        assert vault.data[APP] == {"x": 1, "y": 2}
+
+    def test_setting_an_unchanged_value_writes_nothing(self, vault):
+        vault.data[APP] = {"a": [1, 2]}
+        kv = VaultAppKV()
+        kv["a"] = [1, 2]
+        assert vault.count("write") == 0
+
+    def test_delete_is_explicit_and_removes_only_that_key(self, vault):
+        vault.data[APP] = {"a": 1, "b": 2}
+        kv = VaultAppKV()
+        kv.delete("a")
+        assert vault.data[APP] == {"b": 2}
+        del kv["b"]
+        assert APP not in vault.data
+        with pytest.raises(KeyError):
+            del kv["b"]
+
+    def test_pop_and_clear_persist(self, vault):
+        vault.data[APP] = {"a": 1, "b": 2}
+        kv = VaultAppKV()
+        assert kv.pop("a") == 1
+        assert vault.data[APP] == {"b": 2}
+        assert kv.pop("zz", "dflt") == "dflt"
+        kv.clear()
+        assert APP not in vault.data and dict(kv) == {}
+
+    def test_setdefault_writes_only_when_missing(self, vault):
+        vault.data[APP] = {"a": 1}
+        kv = VaultAppKV()
+        assert kv.setdefault("a", 5) == 1
+        assert kv.setdefault("b", 5) == 5
+        assert vault.data[APP] == {"a": 1, "b": 5}
+
+    def test_value_that_is_not_json_is_refused_without_echoing_it(self, vault):
+        kv = VaultAppKV()
+        with pytest.raises(TypeError) as raised:
+            kv["k"] = {"secret-thing": object()}
+        assert "secret-thing" not in str(raised.value)
+        assert vault.count("write") == 0
+
+    def test_non_string_key_is_refused(self, vault):
+        kv = VaultAppKV()
+        with pytest.raises(TypeError):
+            kv[3] = "x"
+
+    def test_tuples_are_stored_as_vault_returns_them(self, vault):
+        kv = VaultAppKV()
+        kv["t"] = (1, 2)
+        assert kv["t"] == [1, 2]
+
+
+class TestOneLoginPerHook:
+    def test_reads_and_writes_of_a_hook_share_one_login(self, vault):
+        kv = VaultAppKV()
+        kv["a"] = 1
+        kv["b"] = 2
+        VaultUnitKV()["u"] = 3
+        kv.update_hashes()
+        assert vault.count("login") == 1
+
+    def test_token_expiry_mid_hook_costs_one_relogin(self, vault):
+        kv = VaultAppKV()
+        vault.expire_tokens()
+        kv["a"] = 1
+        assert vault.count("login") == 2
+        assert vault.data[APP] == {"a": 1}
+
+    def test_a_path_not_granted_is_not_ready_with_the_path_named(self, vault):
+        vault.allowed_prefixes = ["charm-other"]
+        with pytest.raises(VaultNotReady) as raised:
+            VaultAppKV()
+        assert "does not grant reading charm-app/kv/app" in str(raised.value)
+        assert vault.count("login") == 1  # a fresh token's 403 is the policy's answer
+
+    def test_a_path_still_denied_after_relogin_is_not_ready(self, vault):
+        kv = VaultAppKV()
+        vault.expire_tokens()
+        vault.allowed_prefixes = ["charm-other"]
+        with pytest.raises(VaultNotReady, match="does not grant"):
+            kv["a"] = 1
+        assert APP not in vault.data
+
+
+class TestTransientFailures:
+    @pytest.mark.parametrize(
+        "fault, words",
+        [("sealed", "sealed"), ("down", "cannot connect"), ("ssl_error", "TLS verification")],
+    )
+    def test_outages_are_not_ready_with_the_reason(self, vault, fault, words):
+        setattr(vault, fault, True)
+        with pytest.raises(VaultNotReady) as raised:
+            VaultAppKV()
+        assert words in str(raised.value)
+        assert not isinstance(raised.value, VaultCredentialsInvalid)
+
+    def test_failed_load_is_retried_by_the_next_call(self, vault):
+        vault.sealed = True
+        with pytest.raises(VaultNotReady):
+            VaultAppKV()
+        vault.sealed = False
+        assert VaultAppKV() is VaultAppKV()
+
+    def test_refused_secret_id_is_credentials_invalid(self, vault):
+        vault.roles["role-app-0"] = "another-secret"
+        with pytest.raises(VaultCredentialsInvalid, match="refused this unit's credentials"):
+            VaultAppKV()
+
+    def test_exception_texts_and_logs_hold_no_secret(self, vault):
+        vault.data[APP] = {"encryption_key": "TOP-SECRET-VALUE"}
+        kv = VaultAppKV()
+        kv["other"] = "ANOTHER-SECRET"
+        vault.sealed = True
+        new_hook()
+        with pytest.raises(VaultNotReady) as raised:
+            VaultAppKV()
+        text = str(raised.value) + logged_text()
+        for secret in ("TOP-SECRET-VALUE", "ANOTHER-SECRET", "secret-app-0", "token-app-0"):
+            assert secret not in text
+
+
+class TestSecretId:
+    def test_token_is_unwrapped_once_and_the_secret_id_kept(self, vault, kv):
+        VaultAppKV()
+        new_hook()
+        VaultAppKV()
+        assert vault.count("unwrap") == 1
+        assert kv["layer.vault-kv.secret_id"] == "secret-app-0"
+
+    def test_a_new_token_is_unwrapped(self, vault, kv):
+        VaultAppKV()
+        vault.roles["role-app-0"] = "secret-2"
+        vault.wrapped["token-2"] = "secret-2"
+        vault.endpoint.all_unit_tokens = ["token-2"]
+        new_hook()
+        VaultAppKV()
+        assert kv["layer.vault-kv.secret_id"] == "secret-2"
+
+    def test_spent_token_without_stored_secret_is_credentials_invalid(self, vault):
+        vault.wrapped.clear()
+        with pytest.raises(VaultCredentialsInvalid, match="already used"):
+            vault_kv.get_vault_config()
+
+    def test_spent_token_with_stored_secret_uses_it_and_is_not_retried(self, vault, kv):
+        kv["layer.vault-kv.secret_id"] = "secret-app-0"
+        vault.wrapped.clear()
+        assert vault_kv.get_vault_config()["secret_id"] == "secret-app-0"
+        vault_kv.get_vault_config()
+        assert vault.count("unwrap") == 1
+
+    def test_outage_while_unwrapping_is_retried_next_hook(self, vault, kv):
+        vault.down = True
+        with pytest.raises(VaultNotReady, match="cannot connect"):
+            vault_kv.get_vault_config()
+        assert "layer.vault-kv.token" not in kv
+        vault.down = False
+        assert vault_kv.get_vault_config()["secret_id"] == "secret-app-0"
+
+    def test_relation_incomplete_is_not_ready(self, vault):
+        vault.endpoint.is_joined = False
+        with pytest.raises(VaultNotReady, match="not joined"):
+            vault_kv.get_vault_config()
+        vault.endpoint.is_joined = True
+        vault.endpoint.vault_url = None
+        with pytest.raises(VaultNotReady, match="URL"):
+            vault_kv.get_vault_config()
+        vault.endpoint.vault_url = "http://x"
+        vault.endpoint.unit_role_id = None
+        with pytest.raises(VaultNotReady, match="granted"):
+            vault_kv.get_vault_config()
+
+    def test_config_has_the_documented_keys(self, vault):
+        config = vault_kv.get_vault_config()
+        assert set(config) == {"vault_url", "secret_backend", "role_id", "secret_id", "vault_ca"}
+        assert config["secret_backend"] == "charm-app"
+
+
+class TestTls:
+    PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+    def test_vault_ca_is_what_requests_verify_against(self, vault, juju, monkeypatch):
+        seen = []
+        real = vault.client
+        monkeypatch.setattr("hvac.Client", lambda **kw: seen.append(kw.get("verify")) or real(**kw))
+        vault.endpoint.vault_ca = self.PEM
+        VaultAppKV()
+        path = juju["charm_dir"] / ".vault-kv-ca.pem"
+        assert path.read_text() == self.PEM
+        assert seen and all(v == str(path) for v in seen)
+
+    def test_without_ca_the_system_trust_is_used(self, vault, monkeypatch):
+        seen = []
+        real = vault.client
+        monkeypatch.setattr("hvac.Client", lambda **kw: seen.append(kw.get("verify")) or real(**kw))
+        VaultAppKV()
+        assert seen and all(v is True for v in seen)
+
+
+class TestHashesAndFlags:
+    def test_hash_is_md5_of_sorted_json(self):
+        value = {"b": 1, "a": [1, "x"]}
+        expected = hashlib.md5(json.dumps(value, sort_keys=True).encode("utf8")).hexdigest()
+        assert vault_kv_hashing.value_hash(value) == expected
+
+    def test_md5_is_asked_for_as_not_for_security(self, monkeypatch):
+        real_md5 = hashlib.md5
+
+        def fips_md5(data=b"", **kwargs):
+            if kwargs.get("usedforsecurity") is not False:
+                raise ValueError("[digital envelope routines] unsupported")
+            return real_md5(data, **kwargs)
+
+        monkeypatch.setattr(hashlib, "md5", fips_md5)
+        assert len(vault_kv_hashing.value_hash("x")) == 32
+
+    def test_hashes_are_written_at_exit_and_only_when_changed(self, vault):
+        kv = VaultAppKV()
+        kv["a"] = "v"
+        kv.update_hashes()
+        assert vault.data[HASHES] == {"a": vault_kv_hashing.value_hash("v")}
+        writes = vault.count("write")
+        kv.update_hashes()
+        assert vault.count("write") == writes
+
+    def test_set_and_changed_flags_follow_the_data(self, vault, flags):
+        kv = VaultAppKV()
+        kv["a"] = 1
+        assert {
+            "layer.vault-kv.app-kv.set.a",
+            "layer.vault-kv.app-kv.changed.a",
+            "layer.vault-kv.app-kv.changed",
+        } <= flags
+        kv.delete("a")
+        assert "layer.vault-kv.app-kv.set.a" not in flags
+
+    def test_second_unit_sees_changed_flags_until_it_records_hashes(self, vault, flags, juju):
+        VaultAppKV()["encryption_key"] = "K"
+        VaultAppKV().update_hashes()
+        # unit 1 of the same application, its first hook after the leader wrote
+        juju["unit"], juju["leader"] = "app/1", False
+        vault.roles["role-app-1"] = "secret-app-1"
+        vault.wrapped["token-app-1"] = "secret-app-1"
+        vault.endpoint.unit_role_id, vault.endpoint.all_unit_tokens = "role-app-1", ["token-app-1"]
+        flags.clear()
+        new_hook()
+        kv = VaultAppKV()
+        assert kv.is_changed("encryption_key") and kv.any_changed()
+        assert {"layer.vault-kv.app-kv.changed.encryption_key", "layer.vault-kv.app-kv.set.encryption_key"} <= flags
+        kv.update_hashes()
+        flags.clear()
+        new_hook()
+        kv = VaultAppKV()
+        assert not kv.any_changed()
+        assert "layer.vault-kv.app-kv.changed.encryption_key" not in flags
+        assert "layer.vault-kv.app-kv.set.encryption_key" in flags
+
+    def test_a_key_removed_by_another_unit_clears_its_set_flag(self, vault, flags):
+        vault.data[APP] = {"a": 1}
+        VaultAppKV().update_hashes()
+        assert "layer.vault-kv.app-kv.set.a" in flags
+        vault.data[APP] = {"b": 2}
+        new_hook()
+        kv = VaultAppKV()
+        assert "layer.vault-kv.app-kv.set.a" not in flags
+        assert kv.is_changed("a")
+
+    def test_a_change_seen_on_the_reread_raises_its_flag(self, vault, flags):
+        vault.data[APP] = {"a": 1}
+        kv = VaultAppKV()
+        kv.update_hashes()
+        flags.clear()
+        vault.data[APP] = {"a": 2}
+        kv["b"] = 1
+        assert "layer.vault-kv.app-kv.changed.a" in flags
+
+    def test_data_digest_tracks_values(self, vault):
+        kv = VaultAppKV()
+        before = kv.data_digest()
+        kv["a"] = 1
+        assert kv.data_digest() != before
+
+
+class TestUnitKV:
+    def test_unit_data_lives_under_the_unit_number(self, vault):
+        VaultUnitKV()["x"] = {"y": 1}
+        assert vault.data["charm-app/kv/unit/0"] == {"x": {"y": 1}}
+        new_hook()
+        assert VaultUnitKV()["x"] == {"y": 1}
+
+
+class TestOptions:
+    def write_layer_yaml(self, juju, options):
+        (juju["charm_dir"] / "layer.yaml").write_text(json.dumps({"options": {"vault-kv": options}}))
+
+    def test_default_is_the_legacy_name_and_unit_name(self, juju):
+        assert vault_kv_options.secret_backend_name() == "charm-app"
+        assert vault_kv_options.vault_unit_name() == "app/0"
+
+    def test_model_scoped_format(self, juju):
+        self.write_layer_yaml(juju, {"secrets-backend-format": "charm-{model-uuid}-{app}"})
+        assert vault_kv_options.secret_backend_name() == "charm-0b5e1b6a-uuid-model-a-app"
+        assert vault_kv_options.vault_unit_name() == "0b5e1b6a-uuid-model-a-app/0"
+        assert vault_kv_options.legacy_backend_name() == "charm-app"
+
+    @pytest.mark.parametrize("template", ["charm-{unit}", "vault-{app}"])
+    def test_bad_format_is_a_clear_error(self, juju, template):
+        self.write_layer_yaml(juju, {"secrets-backend-format": template})
+        with pytest.raises(ValueError, match="secrets-backend-format"):
+            vault_kv_options.secret_backend_name()
