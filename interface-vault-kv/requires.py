@@ -116,15 +116,22 @@ class VaultKVRequires(Endpoint):
                 return value
         return None
 
+    def tokens_for(self, unit_name: str) -> List[str]:
+        """Every distinct token the joined Vault units published for ``unit_name``."""
+        key = "{}_token".format(unit_name)
+        tokens: List[str] = []
+        for unit in self.all_joined_units:
+            token = non_empty_string(key, decode_json(unit.received_raw.get(key)))
+            if token and token not in tokens:
+                tokens.append(token)
+        return tokens
+
     @property
     def all_unit_tokens(self) -> List[str]:
-        """Every distinct token any Vault unit published for this unit, in a stable order."""
-        tokens = []
-        for key in self._unit_keys("token"):
-            for unit in self.all_joined_units:
-                token = non_empty_string(key, decode_json(unit.received_raw.get(key)))
-                if token and token not in tokens:
-                    tokens.append(token)
+        """Every distinct token published for this unit, under the requested name first."""
+        tokens: List[str] = []
+        for name in dict.fromkeys([self.requested_unit_name, hookenv.local_unit()]):
+            tokens.extend(t for t in self.tokens_for(name) if t not in tokens)
         return tokens
 
     @property

@@ -20,31 +20,34 @@ from charms.reactive import (
     when_not,
 )
 
-from charms.layer import vault_kv, vault_kv_options, vault_kv_status
+from charms.layer import vault_kv, vault_kv_migration, vault_kv_status
 
 FLAG_READY = "layer.vault-kv.ready"
 FLAG_REQUESTED = "layer.vault-kv.requested"
 FLAG_CONFIG_CHANGED = "layer.vault-kv.config.changed"
 
 
-def _wanted_request():
-    """(backend, unit_name) this build of the charm asks Vault for."""
-    return vault_kv_options.secret_backend_name(), vault_kv_options.vault_unit_name()
-
-
 @when("vault-kv.connected")
 @when_not("layer.vault-kv.requested")
 def request_vault_access():
-    """Ask Vault for our backend.  Never isolated: VaultAppKV is shared by all units."""
+    """Ask Vault for our backend.  Never isolated: VaultAppKV is shared by all units.
+
+    When the backend or unit name differs from the one this unit's data is
+    in (a charm upgrade), the legacy credentials are put aside first.
+    """
     try:
-        backend, unit_name = _wanted_request()
+        target = vault_kv_migration.wanted()
     except ValueError as error:
         vault_kv_status.blocked(str(error))
         return
+    if vault_kv_migration.needed() and not vault_kv_migration.in_progress():
+        vault_kv_migration.begin()
+    elif vault_kv_migration.active() is None:
+        vault_kv_migration.set_active(target)
     endpoint = endpoint_from_flag("vault-kv.connected")
-    endpoint.request_secret_backend(backend, isolated=False, unit_name=unit_name)
-    data_changed("layer.vault-kv.request", [backend, unit_name])
-    hookenv.log("vault-kv: requested backend {} as {}".format(backend, unit_name), level=hookenv.INFO)
+    endpoint.request_secret_backend(target["backend"], isolated=False, unit_name=target["unit_name"])
+    data_changed("layer.vault-kv.request", target)
+    hookenv.log("vault-kv: requested backend {backend} as {unit_name}".format(**target), level=hookenv.INFO)
     set_flag(FLAG_REQUESTED)
 
 
@@ -52,14 +55,29 @@ def request_vault_access():
 def request_again_if_changed():
     """A new build (charm upgrade) may want another backend or unit name: ask again."""
     try:
-        wanted = _wanted_request()
+        target = vault_kv_migration.wanted()
     except ValueError:
         return
-    if data_changed("layer.vault-kv.request", list(wanted)):
+    if data_changed("layer.vault-kv.request", target):
         clear_flag(FLAG_REQUESTED)
 
 
+@when("layer.vault-kv.migration.in-progress", "vault-kv.connected")
+def continue_migration():
+    """Move the app data to the new backend as far as this hook allows."""
+    try:
+        vault_kv_migration.advance()
+    except vault_kv_migration.MigrationFailed as error:
+        vault_kv_migration.fail(str(error))
+        vault_kv_status.blocked("moving to the new backend failed, retrying: {}".format(error))
+    except vault_kv.VaultNotReady as error:
+        vault_kv_status.waiting("moving to the new backend: {}".format(error))
+    else:
+        vault_kv.VaultAppKV.forget()
+
+
 @when("vault-kv.available")
+@when_not("layer.vault-kv.migration.in-progress")
 def update_ready():
     """Ready only once Vault answered, and only after the app-kv flags are derived."""
     try:

@@ -55,9 +55,8 @@ def flags():
     flag_set.clear()
 
 
-@pytest.fixture
-def kv():
-    """A fresh mocked unitdata store."""
+def new_unitdata() -> MockKV:
+    """Give the mocked unitdata a new, empty store (another unit's machine)."""
     store = MockKV()
     unitdata.kv.return_value = store
     store.flush = lambda *a, **k: None
@@ -71,6 +70,12 @@ def kv():
 
     reactive.data_changed.side_effect = data_changed
     return store
+
+
+@pytest.fixture
+def kv():
+    """A fresh mocked unitdata store."""
+    return new_unitdata()
 
 
 @pytest.fixture

@@ -138,6 +138,9 @@ class FakeEndpoint:
 
     def __init__(self, server: FakeVault, juju) -> None:
         self.server = server
+        self.juju = juju
+        self.other_roles = {}
+        self.other_tokens = {}
         self.is_joined = True
         self.vault_url = "http://127.0.0.1:8200"
         self.unit_role_id = "role-app-0"
@@ -148,6 +151,16 @@ class FakeEndpoint:
     @property
     def unit_token(self):
         return self.all_unit_tokens[0] if self.all_unit_tokens else None
+
+    @property
+    def requested_unit_name(self):
+        return self.juju["unit"]
+
+    def role_id_for(self, name):
+        return self.unit_role_id if name == self.juju["unit"] else self.other_roles.get(name)
+
+    def tokens_for(self, name):
+        return list(self.all_unit_tokens) if name == self.juju["unit"] else self.other_tokens.get(name, [])
 
     def request_secret_backend(self, name, isolated=True, unit_name=None):
         self.requests.append({"secret_backend": name, "isolated": isolated, "unit_name": unit_name})

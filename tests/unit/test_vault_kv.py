@@ -5,6 +5,7 @@ import json
 
 import pytest
 from charmhelpers.core import hookenv
+from conftest import new_unitdata
 
 from charms.layer import vault_kv, vault_kv_hashing, vault_kv_options
 from charms.layer.vault_kv import VaultAppKV, VaultCredentialsInvalid, VaultNotReady, VaultUnitKV
@@ -289,6 +290,7 @@ class TestHashesAndFlags:
         VaultAppKV().update_hashes()
         # unit 1 of the same application, its first hook after the leader wrote
         juju["unit"], juju["leader"] = "app/1", False
+        new_unitdata()
         vault.roles["role-app-1"] = "secret-app-1"
         vault.wrapped["token-app-1"] = "secret-app-1"
         vault.endpoint.unit_role_id, vault.endpoint.all_unit_tokens = "role-app-1", ["token-app-1"]

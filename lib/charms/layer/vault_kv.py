@@ -21,6 +21,7 @@ from typing import Any, Dict, Iterable, Optional
 from charmhelpers.core import hookenv
 from charms.reactive import clear_flag, get_flags, set_flag
 
+from charms.layer import vault_kv_local_copies, vault_kv_migration
 from charms.layer.vault_kv_credentials import get_vault_config
 from charms.layer.vault_kv_errors import VaultCredentialsInvalid, VaultNotReady
 from charms.layer.vault_kv_hashing import canonical_json, fingerprint, value_hash
@@ -223,12 +224,16 @@ class VaultAppKV(_VaultBaseKV):
     """
 
     def __init__(self) -> None:
+        if vault_kv_migration.needed():
+            raise VaultNotReady("app data is moving to a new backend")
         config = get_vault_config()
         backend = config["secret_backend"]
         session = session_for(config)
         self._hash_path = "{}/kv/app-hashes/{}".format(backend, unit_number())
         super().__init__("{}/kv/app".format(backend), session)
-        self._old_hashes: Dict[str, str] = session.read(self._hash_path) or {}
+        stored = session.read(self._hash_path)
+        # a unit new to this backend (after a move) starts from what it has seen
+        self._old_hashes: Dict[str, str] = stored if stored is not None else vault_kv_local_copies.seen_hashes()
         self._new_hashes: Dict[str, str] = {key: value_hash(value) for key, value in self.items()}
         self._derive_flags()
 
@@ -289,6 +294,7 @@ class VaultAppKV(_VaultBaseKV):
         Done at hook exit.  Costs no request when nothing changed.
         """
         if self._new_hashes == self._old_hashes:
+            vault_kv_local_copies.remember_seen_hashes(self._new_hashes)
             return
         if self._new_hashes:
             self._session.write(self._hash_path, dict(self._new_hashes))
@@ -296,6 +302,7 @@ class VaultAppKV(_VaultBaseKV):
             self._session.delete(self._hash_path)
         log("recorded value hashes at {}".format(self._hash_path))
         self._old_hashes = dict(self._new_hashes)
+        vault_kv_local_copies.remember_seen_hashes(self._new_hashes)
 
 
 def reset_cached_state() -> None:

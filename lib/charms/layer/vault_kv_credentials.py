@@ -12,7 +12,7 @@ while unwrapping is simply retried in the next hook.
 
 import os
 import tempfile
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import hvac
 from charmhelpers.core import hookenv, unitdata
@@ -25,6 +25,7 @@ ENDPOINT_NAME = "vault-kv"
 KV_SECRET_ID = "layer.vault-kv.secret_id"
 KV_TOKEN = "layer.vault-kv.token"
 KV_SEEN_TOKENS = "layer.vault-kv.seen-tokens"
+KV_SECRET_ROLE = "layer.vault-kv.secret_id-role"
 REQUEST_TIMEOUT = 15
 
 
@@ -70,43 +71,64 @@ def unwrap_secret_id(vault_url: str, token: str, verify) -> str:
     return secret_id
 
 
-def current_secret_id(vault_url: str, tokens: List[str], verify) -> str:
-    """The secret_id for this unit, unwrapping any token Vault published that is new to us.
+def current_secret_id(vault_url: str, role_id: str, tokens: List[str], verify) -> str:
+    """The secret_id for ``role_id``, unwrapping any token Vault published that is new to us.
 
     Tokens already unwrapped, or found spent, are remembered so a steady-state
-    hook makes no Vault request here at all.
+    hook makes no Vault request here at all.  A stored secret_id is used only
+    for the AppRole it was issued for: after a switch to a new AppRole the
+    unit waits for that role's token instead of failing to log in.
     """
     kv = unitdata.kv()
     stored_secret = kv.get(KV_SECRET_ID)
+    stored_role = kv.get(KV_SECRET_ROLE)
     seen = list(kv.get(KV_SEEN_TOKENS) or [])
-    last_error: Optional[VaultNotReady] = None
+    spent = False
     for token in tokens:
         if token in seen or token == kv.get(KV_TOKEN):
             continue
         try:
             secret_id = unwrap_secret_id(vault_url, token, verify)
-        except VaultCredentialsInvalid as error:
-            # spent (by us in a lost hook, or by nobody we know of): remember
-            # it so it is not tried again, and keep any secret_id we hold
-            last_error = error
-            kv.set(KV_SEEN_TOKENS, (seen + [token])[-16:])
-            kv.flush()
+        except VaultCredentialsInvalid:
+            # spent (by us in a lost hook, or never ours): remember it so it
+            # is not tried again, and keep any secret_id we hold
+            spent = True
             seen.append(token)
+            kv.set(KV_SEEN_TOKENS, seen[-16:])
+            kv.flush()
             continue
+        seen.append(token)
         kv.set(KV_SECRET_ID, secret_id)
+        kv.set(KV_SECRET_ROLE, role_id)
         kv.set(KV_TOKEN, token)
-        kv.set(KV_SEEN_TOKENS, (seen + [token])[-16:])
+        kv.set(KV_SEEN_TOKENS, seen[-16:])
         kv.flush()
         hookenv.log("vault-kv: obtained a new secret_id from the one-shot token", level=hookenv.INFO)
         return secret_id
-    if stored_secret:
+    if stored_secret and stored_role in (None, role_id):
         return stored_secret
-    if last_error is not None:
+    if stored_secret:
+        raise VaultNotReady("waiting for Vault to issue a secret_id for this unit's new AppRole")
+    if spent:
         raise VaultCredentialsInvalid(
             "the one-shot token Vault published was already used and no secret_id is stored;"
             " Vault must issue a new one (vault charm action refresh-secrets)"
         )
     raise VaultNotReady("Vault has not published a token for this unit yet")
+
+
+def granted_credentials(endpoint) -> Tuple[Optional[str], List[str]]:
+    """(role id, tokens) Vault published for this unit, both under the same name.
+
+    The name this unit asked to be known by comes first; the Juju unit name
+    after it, for providers that ignore ``unit_name``.
+    """
+    names = [endpoint.requested_unit_name, hookenv.local_unit()]
+    for name in dict.fromkeys(names):
+        role_id = endpoint.role_id_for(name)
+        if role_id:
+            return role_id, endpoint.tokens_for(name)
+    return None, []
 
 
 def get_vault_config() -> Dict[str, Optional[str]]:
@@ -123,14 +145,13 @@ def get_vault_config() -> Dict[str, Optional[str]]:
     if endpoint is None or not endpoint.is_joined:
         raise VaultNotReady("the vault-kv relation is not joined")
     vault_url = endpoint.vault_url
-    role_id = endpoint.unit_role_id
-    tokens = endpoint.all_unit_tokens
+    role_id, tokens = granted_credentials(endpoint)
     if not vault_url:
         raise VaultNotReady("Vault has not published its URL yet")
-    if not role_id or not tokens:
+    if not role_id:
         raise VaultNotReady("Vault has not granted this unit access yet")
     verify = ca_file_for(endpoint.vault_ca)
-    secret_id = current_secret_id(vault_url, tokens, True if verify is None else verify)
+    secret_id = current_secret_id(vault_url, role_id, tokens, True if verify is None else verify)
     return {
         "vault_url": vault_url,
         "secret_backend": vault_kv_options.secret_backend_name(),

@@ -1,0 +1,72 @@
+"""What this unit knows without asking Vault: local copies of app data, and seen hashes.
+
+Two kinds of local knowledge make a backend switch safe:
+
+- A charm may *register* where it keeps its own copy of a value, for example
+  the kube-apiserver EncryptionConfiguration file for ``encryption_key``.
+  Such a copy is the most trusted source when a value has to be restored:
+  it is what the workload is actually using.
+- Every unit keeps, next to the hashes it stores in Vault, a copy of them in
+  its unitdata.  When a unit moves to a backend where it has no hashes yet,
+  the local copy tells which values it has already seen, so an unchanged
+  value does not raise ``app-kv.changed.{key}``.
+
+Values read from local copies are never logged or stored elsewhere.
+"""
+
+from typing import Any, Callable, Dict, Optional
+
+from charmhelpers.core import hookenv, unitdata
+
+from charms.layer.vault_kv_hashing import value_hash
+
+KV_SEEN_HASHES = "layer.vault-kv.seen-hashes"
+
+_local_sources: Dict[str, Callable[[], Optional[Any]]] = {}
+
+
+def register_local_copy(key: str, reader: Callable[[], Optional[Any]]) -> None:
+    """Register ``reader`` as this unit's own copy of app key ``key``.
+
+    ``reader`` returns the value, or None if the unit has none; it must not
+    raise for a missing or unreadable copy.
+    """
+    _local_sources[key] = reader
+
+
+def registered_keys():
+    return sorted(_local_sources)
+
+
+def local_value(key: str) -> Optional[Any]:
+    """The registered local copy of ``key``, or None."""
+    reader = _local_sources.get(key)
+    if reader is None:
+        return None
+    try:
+        return reader()
+    except Exception as error:  # a broken local copy must not stop the hook
+        hookenv.log(
+            "vault-kv: local copy of {} unreadable: {}".format(key, type(error).__name__), level=hookenv.WARNING
+        )
+        return None
+
+
+def remember_seen_hashes(hashes: Dict[str, str]) -> None:
+    """Keep a local copy of the hashes this unit recorded in Vault."""
+    unitdata.kv().set(KV_SEEN_HASHES, dict(hashes))
+
+
+def seen_hashes() -> Dict[str, str]:
+    """Hashes this unit has seen, from its local copy and its registered local values."""
+    hashes = dict(unitdata.kv().get(KV_SEEN_HASHES) or {})
+    for key in registered_keys():
+        if key not in hashes:
+            value = local_value(key)
+            if value is not None:
+                hashes[key] = value_hash(value)
+    return hashes
+
+
+def _reset_for_tests() -> None:
+    _local_sources.clear()

@@ -1,0 +1,287 @@
+"""Moving a unit's Vault data to a new backend (``charm-{app}`` to ``charm-{model-uuid}-{app}``).
+
+Why this is delicate: two models with the same application name on one Vault
+shared the legacy backend and each unit's AppRole.  kubernetes-control-plane
+keeps its encryption-at-rest key there; a leader that sees an empty new
+backend and generates a key makes every Secret of its cluster unreadable.
+
+The rules kept here:
+
+- The legacy credentials (role id from the relation, secret_id from unitdata)
+  are copied aside *before* access to the new backend is requested, and never
+  overwritten: the legacy AppRole keeps its policy, so they can still read the
+  legacy backend until the move is done.
+- Only the leader copies app data.  For each key missing from the new backend
+  the most trusted source wins: the unit's own registered local copy (for the
+  encryption key, the EncryptionConfiguration file the apiserver uses), then
+  the legacy backend.  A key already in the new backend is never overwritten.
+  The copy is read back before it counts as done.
+- Non-leaders switch only once the leader announced the move (leader data),
+  so no unit ever loads an empty store.  While a unit is moving, the layer is
+  not ready and the app-kv flags keep their values, so no charm regenerates
+  anything.
+- Every step can be repeated: a hook that dies anywhere leaves a state from
+  which the next hook finishes the move.  The legacy backend is only read.
+
+Log lines and flags name keys, paths and sources, never values.
+"""
+
+from typing import Any, Dict, List, Optional, Tuple
+
+from charmhelpers.core import hookenv, unitdata
+from charms.reactive import clear_flag, is_flag_set, set_flag
+
+from charms.layer import vault_kv_local_copies, vault_kv_options
+from charms.layer.vault_kv_credentials import ca_file_for, vault_endpoint
+from charms.layer.vault_kv_errors import VaultCredentialsInvalid, VaultNotReady
+from charms.layer.vault_kv_hashing import canonical_json
+from charms.layer.vault_kv_session import VaultSession
+
+FLAG_IN_PROGRESS = "layer.vault-kv.migration.in-progress"
+FLAG_DONE = "layer.vault-kv.migration.done"
+FLAG_FAILED = "layer.vault-kv.migration.failed"
+FLAG_LEGACY_UNREADABLE = "layer.vault-kv.migration.legacy-unreadable"
+
+KV_ACTIVE = "layer.vault-kv.active"
+KV_LEGACY = "layer.vault-kv.legacy-credentials"
+KV_STATUS = "layer.vault-kv.migration.status"
+KV_SECRET_ID = "layer.vault-kv.secret_id"
+LEADER_MIGRATED = "vault-kv-migrated"
+
+
+class MigrationFailed(Exception):
+    """The move could not be verified; it is retried in the next hook."""
+
+
+def log(message: str, level: str = hookenv.INFO) -> None:
+    hookenv.log("vault-kv migration: " + message, level=level)
+
+
+def record(state: str) -> None:
+    """Keep the latest migration state where an operator (and tests) can read it."""
+    unitdata.kv().set(KV_STATUS, state)
+    log(state)
+
+
+# -- where this unit's data is ------------------------------------------------
+
+
+def wanted() -> Dict[str, str]:
+    """The backend and unit name this build of the charm uses."""
+    return {"backend": vault_kv_options.secret_backend_name(), "unit_name": vault_kv_options.vault_unit_name()}
+
+
+def _published_request() -> Optional[Dict[str, str]]:
+    """What this unit last asked Vault for, as published on the relation (old layer too)."""
+    endpoint = vault_endpoint()
+    for relation in getattr(endpoint, "relations", None) or []:
+        backend = relation.to_publish.get("secret_backend")
+        if isinstance(backend, str) and backend:
+            unit_name = relation.to_publish.get("unit_name")
+            return {"backend": backend, "unit_name": unit_name or hookenv.local_unit()}
+    return None
+
+
+def active() -> Optional[Dict[str, str]]:
+    """The backend this unit's data lives in now, or None for a unit that never had one."""
+    stored = unitdata.kv().get(KV_ACTIVE)
+    if stored:
+        return stored
+    return _published_request()
+
+
+def set_active(where: Dict[str, str]) -> None:
+    unitdata.kv().set(KV_ACTIVE, dict(where))
+    unitdata.kv().flush()
+
+
+def needed() -> bool:
+    """Whether this unit's data must move before the layer can be ready."""
+    if is_flag_set(FLAG_IN_PROGRESS):
+        return True
+    current = active()
+    return current is not None and current != wanted()
+
+
+def in_progress() -> bool:
+    return is_flag_set(FLAG_IN_PROGRESS)
+
+
+# -- starting ---------------------------------------------------------------
+
+
+def begin() -> None:
+    """Put the legacy credentials aside and mark the move as started.
+
+    Called before access to the new backend is requested.  Idempotent: a
+    snapshot taken by an earlier (perhaps failed) hook is kept as it was.
+    """
+    store = unitdata.kv()
+    source = active() or {"backend": vault_kv_options.legacy_backend_name(), "unit_name": hookenv.local_unit()}
+    if not store.get(KV_LEGACY):
+        endpoint = vault_endpoint()
+        role_id = endpoint.role_id_for(source["unit_name"]) if endpoint is not None else None
+        if role_id is None and endpoint is not None and source["unit_name"] != hookenv.local_unit():
+            role_id = endpoint.role_id_for(hookenv.local_unit())
+        store.set(
+            KV_LEGACY,
+            {
+                "backend": source["backend"],
+                "unit_name": source["unit_name"],
+                "role_id": role_id,
+                "secret_id": store.get(KV_SECRET_ID),
+                "vault_url": endpoint.vault_url if endpoint is not None else None,
+            },
+        )
+        store.flush()
+    set_flag(FLAG_IN_PROGRESS)
+    clear_flag(FLAG_DONE)
+    target = wanted()
+    record("started: {} -> {}".format(source["backend"], target["backend"]))
+
+
+# -- reading the legacy backend ----------------------------------------------------
+
+
+def legacy_session() -> Tuple[Optional[VaultSession], Optional[Dict[str, Any]]]:
+    """A session with the legacy credentials, or (None, snapshot) when they are incomplete."""
+    legacy = unitdata.kv().get(KV_LEGACY) or {}
+    endpoint = vault_endpoint()
+    url = (endpoint.vault_url if endpoint is not None else None) or legacy.get("vault_url")
+    if not (url and legacy.get("role_id") and legacy.get("secret_id")):
+        return None, legacy
+    verify = ca_file_for(endpoint.vault_ca if endpoint is not None else None)
+    config = {"vault_url": url, "role_id": legacy["role_id"], "secret_id": legacy["secret_id"], "vault_ca": verify}
+    return VaultSession(config), legacy
+
+
+def read_legacy(path_suffix: str) -> Tuple[Optional[Dict[str, Any]], str]:
+    """Read ``{legacy backend}/{path_suffix}``: (data or None, why it is None).
+
+    Raises VaultNotReady for a transient failure (try again later); a refusal
+    of the legacy credentials or policy is returned as unreadable.
+    """
+    session, legacy = legacy_session()
+    if session is None:
+        return None, "no legacy credentials were kept"
+    path = "{}/{}".format(legacy["backend"], path_suffix)
+    try:
+        return session.read(path) or {}, ""
+    except VaultCredentialsInvalid:
+        return None, "the legacy credentials are refused"
+    except VaultNotReady as error:
+        if "does not grant" in str(error):
+            return None, "the legacy AppRole no longer grants {}".format(path)
+        raise
+
+
+def _unit_number() -> str:
+    return hookenv.local_unit().split("/")[1]
+
+
+def keep_seen_hashes() -> None:
+    """Make sure this unit knows which values it has seen, before it switches.
+
+    Units upgraded from the old layer kept their hashes only in the legacy
+    backend; a copy in unitdata lets the new backend start from them.
+    """
+    if unitdata.kv().get(vault_kv_local_copies.KV_SEEN_HASHES) is not None:
+        return
+    hashes, why = read_legacy("kv/app-hashes/{}".format(_unit_number()))
+    if hashes is None:
+        log("legacy hashes not read ({}); registered local copies stand in".format(why), hookenv.WARNING)
+        return
+    vault_kv_local_copies.remember_seen_hashes(hashes)
+
+
+# -- the leader's copy ------------------------------------------------------------
+
+
+def copy_app_data(new_session: VaultSession, backend: str) -> List[str]:
+    """Fill the new backend's app data from the trusted sources; returns the keys written.
+
+    Never overwrites a key the new backend holds; verifies by reading back.
+    """
+    path = "{}/kv/app".format(backend)
+    current = new_session.read(path) or {}
+    legacy, why = read_legacy("kv/app")
+    if legacy is None:
+        set_flag(FLAG_LEGACY_UNREADABLE)
+        log("legacy backend unreadable ({}); restoring from local copies only".format(why), hookenv.WARNING)
+    else:
+        clear_flag(FLAG_LEGACY_UNREADABLE)
+    updates: Dict[str, Any] = {}
+    for key in sorted(set(legacy or {}) | set(vault_kv_local_copies.registered_keys())):
+        if key in current:
+            continue
+        local = vault_kv_local_copies.local_value(key)
+        if local is not None:
+            if legacy is not None and key in legacy and canonical_json(legacy[key]) != canonical_json(local):
+                log("legacy backend holds another value of {}; this unit's local copy wins".format(key), "WARNING")
+            updates[key] = local
+            log("restoring {} from this unit's local copy".format(key))
+        elif legacy is not None and key in legacy:
+            updates[key] = legacy[key]
+            log("copying {} from the legacy backend".format(key))
+    if updates:
+        merged = dict(current)
+        merged.update(updates)
+        new_session.write(path, merged)
+        back = new_session.read(path) or {}
+        wrong = sorted(k for k in merged if canonical_json(back.get(k)) != canonical_json(merged[k]))
+        if wrong:
+            raise MigrationFailed("read-back of {} differs for {}".format(path, ", ".join(wrong)))
+    return sorted(updates)
+
+
+# -- finishing ----------------------------------------------------------------------
+
+
+def leader_announced(backend: str) -> bool:
+    return hookenv.leader_get(LEADER_MIGRATED) == backend
+
+
+def announce(backend: str) -> None:
+    hookenv.leader_set({LEADER_MIGRATED: backend})
+
+
+def finish() -> None:
+    """The unit now uses the new backend; the legacy snapshot stays for a rollback."""
+    target = wanted()
+    set_active(target)
+    clear_flag(FLAG_IN_PROGRESS)
+    clear_flag(FLAG_FAILED)
+    set_flag(FLAG_DONE)
+    record("done: now using {}".format(target["backend"]))
+
+
+def fail(reason: str) -> None:
+    set_flag(FLAG_FAILED)
+    record("failed, will retry: " + reason)
+
+
+def advance() -> List[str]:
+    """Take the move as far as it can go in this hook; returns the keys the leader wrote.
+
+    Raises VaultNotReady while waiting (for Vault to grant the new backend,
+    for the leader), MigrationFailed when the copy does not verify.
+    """
+    from charms.layer.vault_kv_credentials import get_vault_config
+    from charms.layer.vault_kv_session import session_for
+
+    target = wanted()
+    legacy = unitdata.kv().get(KV_LEGACY) or {}
+    config = get_vault_config()
+    if target["unit_name"] != legacy.get("unit_name") and config["role_id"] == legacy.get("role_id"):
+        raise VaultNotReady("waiting for Vault to answer the request for {}".format(target["backend"]))
+    session = session_for(config)
+    session.read("{}/kv/app".format(target["backend"]))  # proves the new AppRole may use it
+    keep_seen_hashes()
+    written: List[str] = []
+    if hookenv.is_leader():
+        written = copy_app_data(session, target["backend"])
+        announce(target["backend"])
+    elif not leader_announced(target["backend"]):
+        raise VaultNotReady("waiting for the leader to move the app data to {}".format(target["backend"]))
+    finish()
+    return written

