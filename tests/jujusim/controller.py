@@ -18,8 +18,9 @@ import sqlite3
 import subprocess
 import sys
 import uuid as uuidlib
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from jujusim import hooktools
 from jujusim.state import app_units, locked, queue_hook, relation_ends, unit_key
@@ -51,15 +52,28 @@ class Controller:
         self.bin.mkdir(exist_ok=True)
         launcher = self.bin / "jujusim-tool"
         launcher.write_text(
-            "#!{}\nimport runpy, sys\nrunpy.run_path({!r}, run_name='__main__')\n".format(python, str(TOOLS_DIR))
+            "#!{}\nimport sys\nsys.path.insert(0, {!r})\nfrom jujusim.hooktools import main\nmain()\n".format(
+                python, str(TESTS_DIR)
+            )
         )
         launcher.chmod(0o755)
         for name in hooktools.TOOLS:
             link = self.bin / name
-            if not link.exists():
+            if name == "juju-log":
+                # the most frequent tool by far: a shell one-liner, not a Python start-up
+                if link.is_symlink():
+                    link.unlink()
+                link.write_text(
+                    '#!/bin/sh\nwhile [ "${1#-}" != "$1" ]; do shift; [ $# -gt 0 ] && shift; done\n'
+                    'printf "%s: %s\\n" "$JUJU_HOOK_NAME" "$*" >> "$JUJUSIM_UNIT_DIR/juju.log"\n'
+                )
+                link.chmod(0o755)
+            elif not link.exists():
                 link.symlink_to(launcher)
         self.hook_env: Dict[str, str] = {}  # extra environment for every hook (fault injection)
         self.hooks_run: List[Dict[str, Any]] = []
+        self.unit_env: Dict[Any, Dict[str, str]] = {}  # extra environment for one unit's hooks
+        self.kills: List[Dict[str, Any]] = []
         with locked(self.state_path):
             pass
 
@@ -91,9 +105,10 @@ class Controller:
             number = application["next_unit"]
             application["next_unit"] += 1
             name = "{}/{}".format(app, number)
-            model_index = list(state["models"]).index(model)
             unit_dir = self.workdir / "units" / model[:8] / name.replace("/", "-")
-            address = "10.{}.{}.{}".format(model_index + 1, len(state["models"][model]["apps"]), number + 10)
+            # every simulated machine is this host: Vault sees its requests
+            # come from 127.0.0.1, so that is the address the AppRole binds
+            address = "127.0.0.1"
             state["units"][unit_key(model, name)] = {
                 "model": model,
                 "app": app,
@@ -254,13 +269,12 @@ class Controller:
         ).format(upper, work)
         return ["unshare", "-m", "sh", "-c", script, "jujusim-hook"] + command
 
-    def run_hook(self, item: Dict[str, Any]) -> subprocess.CompletedProcess:
-        """Run one queued hook as a process; returns the finished process."""
-        model, unit, hook = item["model"], item["unit"], item["hook"]
+    def hook_environment(
+        self, model: str, unit: str, hook: str, item: Optional[Dict[str, Any]] = None
+    ) -> Dict[str, str]:
+        """The environment Juju gives a hook of ``unit`` (plus the simulator's own variables)."""
         info = self.unit(model, unit)
         charm_dir = Path(info["dir"]) / "charm"
-        if not (charm_dir / "hooks" / hook).exists():
-            return subprocess.CompletedProcess([hook], 0, "", "")
         with locked(self.state_path, write=False) as state:
             model_name = state["models"][model]["name"]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("JUJU_", "CHARM_", "VAULT_", "BAO_"))}
@@ -280,10 +294,9 @@ class Controller:
                 "JUJU_PRINCIPAL_UNIT": "",
                 "JUJU_VERSION": "3.4.0",
                 "UNIT_STATE_DB": str(Path(info["dir"]) / "unit-state.db"),
-                "PYTHONPATH": str(TESTS_DIR),
-                "PYTHONDONTWRITEBYTECODE": "1",
             }
         )
+        item = item or {}
         if "relation_id" in item:
             endpoint = hook.rsplit("-relation-", 1)[0]
             env["JUJU_RELATION"] = endpoint
@@ -291,10 +304,61 @@ class Controller:
         if "remote_unit" in item:
             env["JUJU_REMOTE_UNIT"] = item["remote_unit"]
             env["JUJU_REMOTE_APP"] = item["remote_app"]
+        return env
+
+    @contextmanager
+    def in_hook(self, model: str, unit: str, hook: str = "update-status") -> Iterator[None]:
+        """Run the test's own code as if inside a hook of ``unit``, in this process.
+
+        The real charmhelpers and charms.reactive read the unit's relation
+        data, leader data and unitdata through the simulator; the endpoints
+        are set up as at hook start, and relation data and unitdata are
+        written back at the end, as after a successful hook.
+        """
+        from charmhelpers.core import hookenv, unitdata
+        from charms.reactive.endpoints import Endpoint
+
+        from charms.layer import vault_kv
+
+        saved = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(self.hook_environment(model, unit, hook))
+        hookenv.cache.clear()
+        unitdata._KV = None
+        Endpoint._endpoints = {}
+        del hookenv._atstart[:]
+        del hookenv._atexit[:]
+        vault_kv.reset_cached_state()
+        try:
+            Endpoint._startup()
+            yield
+            hookenv._run_atexit()
+            unitdata.kv().flush()
+        finally:
+            del hookenv._atexit[:]
+            unitdata._KV = None
+            hookenv.cache.clear()
+            vault_kv.reset_cached_state()
+            os.environ.clear()
+            os.environ.update(saved)
+
+    def run_hook(self, item: Dict[str, Any]) -> subprocess.CompletedProcess:
+        """Run one queued hook as a process; returns the finished process."""
+        model, unit, hook = item["model"], item["unit"], item["hook"]
+        info = self.unit(model, unit)
+        charm_dir = Path(info["dir"]) / "charm"
+        if not (charm_dir / "hooks" / hook).exists():
+            return subprocess.CompletedProcess([hook], 0, "", "")
+        env = self.hook_environment(model, unit, hook, item)
+        env["PYTHONPATH"] = "{}:{}".format(TESTS_DIR / "jujusim" / "hook_site", TESTS_DIR)
         env.update(self.hook_env)
+        env.update(self.unit_env.get((model, unit), {}))
         process = subprocess.run(
             self._hook_command(info, hook), cwd=str(charm_dir), env=env, capture_output=True, text=True, timeout=300
         )
+        if process.returncode == 137 and (model, unit) in self.unit_env:
+            self.kills.append(dict(item))
+            del self.unit_env[(model, unit)]  # died once, as asked; the retry runs normally
         record = dict(item, returncode=process.returncode)
         self.hooks_run.append(record)
         with open(Path(info["dir"]) / "hooks.log", "a") as handle:
@@ -314,6 +378,24 @@ class Controller:
                 pending.remove(key)
             if not pending:
                 del state["relations"][item["relation_id"]]
+
+    def queue(self, model: str, unit: str, hook: str) -> None:
+        """Queue a hook by hand (update-status, say) for the next settle."""
+        with locked(self.state_path) as state:
+            queue_hook(state, model, unit, hook)
+
+    def kill_at_vault_request(self, model: str, unit: str, number: int) -> None:
+        """Make ``unit``'s hooks die right after their ``number``-th Vault request, once.
+
+        Requests are counted across hooks from now on; after the kill the unit
+        runs normally again (Juju retries the hook that died).
+        """
+        counter = self.workdir / "vault-requests-{}-{}".format(model[:8], unit.replace("/", "-"))
+        counter.write_text("0")
+        self.unit_env[(model, unit)] = {
+            "JUJUSIM_KILL_AT_VAULT_REQUEST": str(number),
+            "JUJUSIM_KILL_COUNTER": str(counter),
+        }
 
     def pop_hook(self) -> Optional[Dict[str, Any]]:
         with locked(self.state_path) as state:

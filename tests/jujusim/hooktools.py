@@ -11,8 +11,6 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
-import yaml
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jujusim.state import app_units, locked, queue_hook, relation_ends, unit_key  # noqa: E402
@@ -23,15 +21,21 @@ UNIT = os.environ.get("JUJU_UNIT_NAME", "")
 APP = UNIT.split("/")[0]
 
 
+def _yaml():
+    import yaml  # only the few tools that speak YAML pay for importing it
+
+    return yaml
+
+
 def out(value: Any, fmt: Optional[str]) -> None:
     if fmt == "json":
         sys.stdout.write(json.dumps(value) + "\n")
     elif fmt == "yaml":
-        sys.stdout.write(yaml.safe_dump(value))
+        sys.stdout.write(_yaml().safe_dump(value))
     elif value is None:
         return
     elif isinstance(value, (dict, list)):
-        sys.stdout.write(yaml.safe_dump(value))
+        sys.stdout.write(_yaml().safe_dump(value))
     else:
         sys.stdout.write("{}\n".format(value))
 
@@ -133,7 +137,7 @@ def tool_relation_set(argv):
     settings: Dict[str, Optional[str]] = {}
     if opts.get("file"):
         with open(opts["file"]) as handle:
-            settings.update(yaml.safe_load(handle) or {})
+            settings.update(_yaml().safe_load(handle) or {})
     for item in rest:
         key, _, value = item.partition("=")
         settings[key] = value

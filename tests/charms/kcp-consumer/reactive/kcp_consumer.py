@@ -1,7 +1,7 @@
 """What the test consumer does with the key: report it (by fingerprint) and its changes."""
 
 from charmhelpers.core import hookenv, unitdata
-from charms.reactive import clear_flag, is_flag_set, when, when_not
+from charms.reactive import clear_flag, is_flag_set, when
 
 from charms.layer import vault_kv
 from charms.layer.vault_kv_hashing import fingerprint
@@ -22,8 +22,12 @@ def key_changed():
     clear_flag("layer.vault-kv.app-kv.changed.encryption_key")
 
 
-@when("layer.vault-kv.ready")
 def report():
+    """At hook exit, like kubernetes-control-plane's final status: what this unit holds now."""
+    if not is_flag_set("layer.vault-kv.ready"):
+        if not is_flag_set("vault-kv.connected"):
+            hookenv.status_set("blocked", "missing vault-kv relation")
+        return
     try:
         value = vault_kv.VaultAppKV().get("encryption_key")
     except vault_kv.VaultNotReady as error:
@@ -36,7 +40,4 @@ def report():
     hookenv.status_set("active", "key {} {}".format(fingerprint(value), stored))
 
 
-@when_not("layer.vault-kv.ready")
-def not_ready():
-    if not is_flag_set("vault-kv.connected"):
-        hookenv.status_set("blocked", "missing vault-kv relation")
+hookenv.atexit(report)

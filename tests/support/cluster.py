@@ -1,0 +1,89 @@
+"""A deployment for tests, the benchmark and the demo: the simulator, OpenBao and the test charms.
+
+One "vault" model holds the simulated vault application, which configures a
+real OpenBao; consumer models relate to it across models, as clusters that
+share one Vault do.
+"""
+
+import tempfile
+from pathlib import Path
+from typing import Dict, Optional
+
+from jujusim.controller import Controller
+from support.openbao import OpenBaoServer
+
+from charms.layer import vault_kv_encryption_config
+from charms.layer.vault_kv_hashing import fingerprint
+
+APP = "kubernetes-control-plane"
+ENCRYPTION_CONFIG = "/var/snap/kube-apiserver/common/encryption/encryption_config.yaml"
+
+
+class Cluster:
+    """Vault in its own model, and any number of kubernetes-control-plane models."""
+
+    def __init__(self, bao: OpenBaoServer, charms: Dict[str, Path], workdir: Optional[str] = None) -> None:
+        self.bao = bao
+        self.charms = charms
+        self.workdir = workdir or tempfile.mkdtemp(prefix="jujusim-")
+        self.controller = Controller(self.workdir)
+        self.controller.hook_env["JUJUSIM_VAULT_URL"] = bao.url
+        self.vault_model = self.controller.add_model("vault")
+        config = {"bao-url": bao.url, "bao-token": "root", "bao-ca-file": bao.ca_file or ""}
+        self.controller.deploy(self.vault_model, "vault", str(charms["vault"]), 1, config=config)
+        self.relations: Dict[str, str] = {}
+
+    def add_model(self, name: str, build: str = "current", units: int = 3, relate: bool = True) -> str:
+        model = self.controller.add_model(name)
+        self.controller.deploy(model, APP, str(self.charms[build]), units)
+        if relate:
+            self.relate(model)
+        return model
+
+    def relate(self, model: str) -> str:
+        number = self.controller.relate(model, APP, "vault-kv", self.vault_model, "vault", "secrets")
+        self.relations[model] = number
+        return number
+
+    def unrelate(self, model: str) -> None:
+        self.controller.remove_relation(self.relations.pop(model))
+
+    def upgrade(self, model: str, build: str = "current") -> None:
+        self.controller.upgrade(model, APP, str(self.charms[build]))
+
+    def settle(self, **kwargs) -> int:
+        return self.controller.settle(**kwargs)
+
+    # -- what a test checks -------------------------------------------------------
+
+    def units(self, model: str):
+        return self.controller.units(model, APP)
+
+    def file_key(self, model: str, unit: str) -> Optional[str]:
+        """The key in the unit's EncryptionConfiguration file (None if no file)."""
+        data = self.controller.unit_file(model, unit, ENCRYPTION_CONFIG)
+        if data is None:
+            return None
+        with tempfile.NamedTemporaryFile("wb", suffix=".yaml") as handle:
+            handle.write(data)
+            handle.flush()
+            return vault_kv_encryption_config.read_key(handle.name)
+
+    def file_fingerprints(self, model: str) -> Dict[str, Optional[str]]:
+        return {
+            u: (fingerprint(k) if k else None) for u, k in ((u, self.file_key(model, u)) for u in self.units(model))
+        }
+
+    def vault_key(self, backend: str) -> Optional[str]:
+        data = self.bao.read("{}/kv/app".format(backend))
+        return (data or {}).get("encryption_key")
+
+    def key_changes(self, model: str, unit: str):
+        """Every app-kv.changed.encryption_key the unit's charm was told about."""
+        return self.controller.unitdata(model, unit).get("kcp-consumer.key-changes") or []
+
+    def flags(self, model: str, unit: str):
+        return self.controller.flags(model, unit)
+
+    def new_backend(self, model: str) -> str:
+        return "charm-{}-{}".format(model, APP)
