@@ -33,9 +33,11 @@ def charms():
 @pytest.fixture(scope="session")
 def shared_bao():
     """One dev OpenBao for the tests that do not stop, seal or reconfigure it."""
-    server = OpenBaoServer().start()
-    yield server
-    server.cleanup()
+    server = OpenBaoServer()
+    try:
+        yield server.start()
+    finally:
+        server.cleanup()
 
 
 @pytest.fixture
@@ -44,9 +46,9 @@ def make_bao():
     servers = []
 
     def start(**kwargs):
-        server = OpenBaoServer(**kwargs).start()
+        server = OpenBaoServer(**kwargs)
         servers.append(server)
-        return server
+        return server.start()
 
     yield start
     for server in servers:

@@ -92,6 +92,14 @@ class OpenBaoServer:
             args, stdout=self._output, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
         self.url = "{}://127.0.0.1:{}".format("https" if self.tls else "http", self.port)
+        try:
+            self._wait_until_up(timeout)
+        except BaseException:
+            self.stop()  # never leave a half-started server behind
+            raise
+        return self
+
+    def _wait_until_up(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -99,15 +107,11 @@ class OpenBaoServer:
             try:
                 if self.root_client().sys.is_initialized() and self._audit_enabled():
                     break
-            except (requests.exceptions.RequestException, hvac.exceptions.VaultError):
+            except (requests.exceptions.RequestException, hvac.exceptions.VaultError, OSError):
                 pass
             time.sleep(0.1)
         else:
-            self.stop()
             raise RuntimeError("OpenBao did not come up in {} s".format(timeout))
-        found = re.search(r"Unseal Key: (\S+)", self.server_log())
-        self.unseal_key = found.group(1) if found else None
-        return self
 
     def _audit_enabled(self) -> bool:
         return "counter/" in self.root_client().sys.list_enabled_audit_devices()["data"]
@@ -152,6 +156,9 @@ class OpenBaoServer:
         self.root_client().sys.seal()
 
     def unseal(self) -> None:
+        if not self.unseal_key:  # the dev server prints it at the end of its start-up banner
+            found = re.search(r"Unseal Key: (\S+)", self.server_log())
+            self.unseal_key = found.group(1) if found else None
         if not self.unseal_key:
             raise RuntimeError("no unseal key was printed by the dev server")
         self.root_client().sys.submit_unseal_key(self.unseal_key)

@@ -1,0 +1,178 @@
+"""The layer's library against a real OpenBao, reached through real relation data.
+
+Each test deploys the consumer charm next to the simulated vault application
+(which does in OpenBao what the vault charm does) and then runs the library
+inside a simulated hook of a unit, with the real charmhelpers and
+charms.reactive.  What reached Vault is read back with the root token.
+"""
+
+import time
+
+import hvac
+import pytest
+
+from charms.layer import vault_kv
+from charms.layer.vault_kv_hashing import fingerprint
+
+APP = "kubernetes-control-plane"
+LEADER, OTHER = APP + "/0", APP + "/1"
+
+
+def logins_since(bao, mark):
+    return sum(1 for e in bao.requests_since(mark) if e["request"]["path"] == "auth/approle/login")
+
+
+def approle_name(model, unit):
+    return "charm-{}-{}".format(model, unit.replace("/", "-"))
+
+
+@pytest.fixture
+def deployed(cluster_for, shared_bao):
+    cluster = cluster_for(shared_bao)
+    model = cluster.add_model("k8s", units=2)
+    cluster.settle()
+    return cluster, model
+
+
+def test_secret_id_comes_from_the_one_shot_token_which_is_then_spent(deployed):
+    cluster, model = deployed
+    stored = cluster.controller.unitdata(model, LEADER)
+    assert stored["layer.vault-kv.secret_id"]
+    token = stored["layer.vault-kv.token"]
+    client = hvac.Client(url=cluster.bao.url, token=token)
+    with pytest.raises(hvac.exceptions.InvalidRequest):
+        client.sys.unwrap()
+
+
+def test_spent_token_and_no_stored_secret_id_is_credentials_invalid(deployed):
+    cluster, model = deployed
+    with cluster.controller.in_hook(model, OTHER):
+        from charmhelpers.core import unitdata
+
+        unitdata.kv().unset("layer.vault-kv.secret_id")
+        unitdata.kv().unset("layer.vault-kv.token")
+        unitdata.kv().unset("layer.vault-kv.seen-tokens")
+        with pytest.raises(vault_kv.VaultCredentialsInvalid, match="already used"):
+            vault_kv.get_vault_config()
+
+
+def test_app_and_unit_data_round_trip_between_units(deployed):
+    cluster, model = deployed
+    backend = cluster.new_backend(model)
+    with cluster.controller.in_hook(model, LEADER):
+        vault_kv.VaultAppKV()["settings"] = {"replicas": 3, "labels": ["a", "b"]}
+        vault_kv.VaultUnitKV()["mine"] = "unit-0 only"
+    assert cluster.bao.read(backend + "/kv/app")["settings"] == {"replicas": 3, "labels": ["a", "b"]}
+    assert cluster.bao.read(backend + "/kv/unit/0") == {"mine": "unit-0 only"}
+    with cluster.controller.in_hook(model, OTHER):
+        assert vault_kv.VaultAppKV()["settings"] == {"replicas": 3, "labels": ["a", "b"]}
+        assert "mine" not in vault_kv.VaultUnitKV()
+
+
+def test_many_keys_set_one_after_another_are_all_in_vault(deployed):
+    cluster, model = deployed
+    backend = cluster.new_backend(model)
+    key = cluster.vault_key(backend)
+    with cluster.controller.in_hook(model, LEADER):
+        kv = vault_kv.VaultAppKV()
+        for n in range(20):
+            kv["k{}".format(n)] = n
+    stored = cluster.bao.read(backend + "/kv/app")
+    assert {k: stored[k] for k in stored if k.startswith("k")} == {"k{}".format(n): n for n in range(20)}
+    assert stored["encryption_key"] == key
+
+
+def test_one_login_per_hook(deployed):
+    cluster, model = deployed
+    mark = cluster.bao.mark()
+    with cluster.controller.in_hook(model, LEADER):
+        kv = vault_kv.VaultAppKV()
+        kv["a"] = 1
+        kv["b"] = 2
+        vault_kv.VaultUnitKV()["c"] = 3
+        kv.update_hashes()
+    assert logins_since(cluster.bao, mark) == 1
+
+
+def test_token_expiry_mid_hook_is_handled_by_one_relogin(deployed):
+    cluster, model = deployed
+    root = cluster.bao.root_client()
+    name = approle_name(model, LEADER)
+    root.auth.approle.create_or_update_approle(name, token_ttl="2s", token_max_ttl="2s")
+    mark = cluster.bao.mark()
+    with cluster.controller.in_hook(model, LEADER):
+        kv = vault_kv.VaultAppKV()
+        time.sleep(3)  # the token of this hook's login expires
+        kv["after-expiry"] = True
+    assert logins_since(cluster.bao, mark) == 2
+    assert cluster.bao.read(cluster.new_backend(model) + "/kv/app")["after-expiry"] is True
+
+
+def test_a_policy_that_does_not_grant_the_path_is_not_ready(deployed):
+    cluster, model = deployed
+    root = cluster.bao.root_client()
+    name = approle_name(model, OTHER)
+    root.sys.create_or_update_policy(name, 'path "charm-elsewhere/*" { capabilities = ["read"] }')
+    with cluster.controller.in_hook(model, OTHER):
+        with pytest.raises(vault_kv.VaultNotReady, match="does not grant reading"):
+            vault_kv.VaultAppKV()
+    cluster.controller.queue(model, OTHER, "update-status")
+    cluster.settle()
+    assert "layer.vault-kv.ready" not in cluster.flags(model, OTHER)
+    assert "layer.vault-kv.app-kv.set.encryption_key" in cluster.flags(model, OTHER)
+    assert cluster.controller.status(model, OTHER)["status"] == "waiting"
+
+
+@pytest.mark.parametrize("outage", ["sealed", "stopped"])
+def test_outage_gives_not_ready_without_flag_flapping_or_a_new_key(cluster_for, make_bao, outage):
+    bao = make_bao()
+    cluster = cluster_for(bao)
+    model = cluster.add_model("k8s", units=2)
+    cluster.settle()
+    key = cluster.vault_key(cluster.new_backend(model))
+    bao.seal() if outage == "sealed" else bao.stop()
+    for unit in cluster.units(model):
+        cluster.controller.queue(model, unit, "update-status")
+    cluster.settle()  # hooks must not fail
+    for unit in cluster.units(model):
+        flags = cluster.flags(model, unit)
+        assert "layer.vault-kv.ready" not in flags
+        assert "layer.vault-kv.app-kv.set.encryption_key" in flags  # nothing invites a new key
+        status = cluster.controller.status(model, unit)
+        assert status["status"] == "waiting"
+        assert ("sealed" if outage == "sealed" else "cannot connect") in status["message"]
+        assert key not in status["message"] and key not in cluster.controller.log(model, unit)
+    assert set(cluster.file_fingerprints(model).values()) == {fingerprint(key)}
+    if outage == "sealed":
+        bao.unseal()
+        for unit in cluster.units(model):
+            cluster.controller.queue(model, unit, "update-status")
+        cluster.settle()
+        assert cluster.vault_key(cluster.new_backend(model)) == key
+        for unit in cluster.units(model):
+            assert "layer.vault-kv.ready" in cluster.flags(model, unit)
+            assert cluster.key_changes(model, unit) == [fingerprint(key)]  # told once, at deploy
+
+
+def test_tls_with_vault_ca_works(cluster_for, make_bao):
+    bao = make_bao(tls=True)
+    cluster = cluster_for(bao)
+    model = cluster.add_model("k8s", units=1)
+    cluster.settle()
+    assert "layer.vault-kv.ready" in cluster.flags(model, LEADER)
+    assert cluster.vault_key(cluster.new_backend(model))
+
+
+def test_tls_without_vault_ca_is_refused(cluster_for, make_bao):
+    bao = make_bao(tls=True)
+    cluster = cluster_for(bao)
+    model = cluster.add_model("k8s", units=1)
+    cluster.settle()
+    with cluster.controller.in_hook(model, LEADER):
+        from charms.layer.vault_kv_session import VaultSession
+
+        config = vault_kv.get_vault_config()
+        assert config["vault_ca"]
+        config["vault_ca"] = None  # what a layer that ignores vault_ca would do
+        with pytest.raises(vault_kv.VaultNotReady, match="TLS verification"):
+            VaultSession(config).read(config["secret_backend"] + "/kv/app")
