@@ -1,0 +1,156 @@
+"""Charm upgrade from charm-{app} to charm-{model-uuid}-{app}, against a real OpenBao.
+
+Two models deploy an application of the same name on one Vault with the
+legacy build (backend charm-{app}, AppRoles named after the Juju unit), as
+clusters do today; then they are upgraded to the current build one at a time.
+"""
+
+import hashlib
+import json
+
+import pytest
+
+from charms.layer.vault_kv_hashing import fingerprint
+
+APP = "kubernetes-control-plane"
+LEGACY = "charm-" + APP
+GENERATED = "stored encryption_key from a newly generated key"
+DONE = "layer.vault-kv.migration.done"
+
+
+def generations(cluster, model):
+    return sum(cluster.controller.log(model, u).count(GENERATED) for u in cluster.units(model))
+
+
+def file_bytes(cluster, model):
+    path = "/var/snap/kube-apiserver/common/encryption/encryption_config.yaml"
+    return {u: cluster.controller.unit_file(model, u, path) for u in cluster.units(model)}
+
+
+def model_snapshot(cluster, model):
+    """Everything of a model that an upgrade of another model must not touch."""
+    state = {}
+    for unit in cluster.units(model):
+        data = cluster.controller.unitdata(model, unit)
+        state[unit] = {
+            "file": hashlib.sha256(file_bytes(cluster, model)[unit] or b"").hexdigest(),
+            "flags": cluster.flags(model, unit),
+            "status": cluster.controller.status(model, unit),
+            "unitdata": hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest(),
+        }
+    return state
+
+
+def vault_snapshot(bao, backend, units):
+    """The legacy backend's data and the legacy AppRoles and policies, as root sees them."""
+    root = bao.root_client()
+    snapshot = {"app": bao.read(backend + "/kv/app")}
+    for n in range(units):
+        name = "charm-{}-{}".format(APP, n)
+        snapshot[name] = {
+            "hashes": bao.read("{}/kv/app-hashes/{}".format(backend, n)),
+            "policy": root.sys.read_policy(name)["data"]["rules"],
+            "role": root.read("auth/approle/role/" + name)["data"],
+            "role_id": root.auth.approle.read_role_id(name)["data"]["role_id"],
+        }
+    return snapshot
+
+
+def assert_upgraded(cluster, model, key, files_before, changes_before):
+    """The upgraded model holds the original key everywhere and was told of no change."""
+    assert cluster.vault_key(cluster.new_backend(model)) == key
+    assert file_bytes(cluster, model) == files_before  # not even rewritten: no apiserver restart
+    for unit in cluster.units(model):
+        flags = cluster.flags(model, unit)
+        assert DONE in flags and "layer.vault-kv.ready" in flags, (unit, flags)
+        assert "layer.vault-kv.migration.in-progress" not in flags
+        assert "layer.vault-kv.app-kv.changed.encryption_key" not in flags
+        assert cluster.key_changes(model, unit) == changes_before[unit]
+        active = cluster.controller.unitdata(model, unit)["layer.vault-kv.active"]
+        assert active == {"backend": cluster.new_backend(model), "unit_name": "{}-{}".format(model, unit)}
+    assert generations(cluster, model) <= 1  # only the first deployment's
+
+
+@pytest.fixture
+def cluster(cluster_for, make_bao):
+    return cluster_for(make_bao())
+
+
+def test_upgrading_one_model_moves_its_key_and_leaves_the_other_untouched(cluster):
+    a = cluster.add_model("cluster-a", build="legacy", units=3)
+    cluster.settle()
+    b = cluster.add_model("cluster-b", build="legacy", units=3)
+    cluster.settle()
+    key = cluster.vault_key(LEGACY)
+    assert set(cluster.file_fingerprints(a).values()) == {fingerprint(key)}
+    assert set(cluster.file_fingerprints(b).values()) == {fingerprint(key)}  # today's sharing
+    files_a, files_b = file_bytes(cluster, a), file_bytes(cluster, b)
+    changes = {m: {u: cluster.key_changes(m, u) for u in cluster.units(m)} for m in (a, b)}
+    b_before, vault_before = model_snapshot(cluster, b), vault_snapshot(cluster.bao, LEGACY, 3)
+
+    cluster.upgrade(a)
+    cluster.settle()
+    assert_upgraded(cluster, a, key, files_a, changes[a])
+    assert model_snapshot(cluster, b) == b_before
+    assert vault_snapshot(cluster.bao, LEGACY, 3) == vault_before  # legacy data and AppRoles intact
+
+    cluster.upgrade(b)
+    cluster.settle()
+    assert_upgraded(cluster, b, key, files_b, changes[b])
+    assert cluster.bao.read(LEGACY + "/kv/app")["encryption_key"] == key  # kept for a rollback
+
+    root = cluster.bao.root_client()
+    for model, other in ((a, b), (b, a)):
+        for unit in cluster.units(model):
+            name = "charm-{}-{}".format(model, unit.replace("/", "-"))
+            rules = root.sys.read_policy(name)["data"]["rules"]
+            assert cluster.new_backend(model) in rules and other not in rules and LEGACY + "/" not in rules
+    assert cluster.new_backend(a) != cluster.new_backend(b)
+
+
+def test_legacy_backend_unreadable_and_key_only_on_disk_is_restored_not_replaced(cluster):
+    a = cluster.add_model("cluster-a", build="legacy", units=2)
+    cluster.settle()
+    key = cluster.vault_key(LEGACY)
+    files = file_bytes(cluster, a)
+    changes = {u: cluster.key_changes(a, u) for u in cluster.units(a)}
+    root = cluster.bao.root_client()
+    root.delete(LEGACY + "/kv/app")  # the key now exists only on disk
+    for n in range(2):  # and the legacy AppRoles were re-pointed elsewhere
+        root.sys.create_or_update_policy("charm-{}-{}".format(APP, n), 'path "charm-other/*" { capabilities = ["read"] }')
+
+    cluster.upgrade(a)
+    cluster.settle()
+    assert_upgraded(cluster, a, key, files, changes)
+    assert "layer.vault-kv.migration.legacy-unreadable" in cluster.flags(a, APP + "/0")
+    assert key not in cluster.controller.log(a, APP + "/0")
+
+
+def count_leader_requests_during_upgrade(cluster_for, make_bao):
+    cluster = cluster_for(make_bao())
+    a = cluster.add_model("cluster-a", build="legacy", units=2)
+    cluster.settle()
+    cluster.controller.kill_at_vault_request(a, APP + "/0", 10**6)  # counts, never kills
+    counter = cluster.controller.unit_env[(a, APP + "/0")]["JUJUSIM_KILL_COUNTER"]
+    cluster.upgrade(a)
+    cluster.settle()
+    with open(counter) as handle:
+        return int(handle.read())
+
+
+def test_killing_the_upgrade_at_each_vault_request_still_ends_with_the_original_key(cluster_for, make_bao):
+    total = count_leader_requests_during_upgrade(cluster_for, make_bao)
+    assert total >= 4
+    for number in range(1, total + 1):
+        cluster = cluster_for(make_bao())
+        a = cluster.add_model("cluster-a", build="legacy", units=2)
+        cluster.settle()
+        key = cluster.vault_key(LEGACY)
+        files = file_bytes(cluster, a)
+        changes = {u: cluster.key_changes(a, u) for u in cluster.units(a)}
+        cluster.controller.kill_at_vault_request(a, APP + "/0", number)
+        cluster.upgrade(a)
+        cluster.settle()
+        assert cluster.controller.kills, "request {} of {} was never reached".format(number, total)
+        assert_upgraded(cluster, a, key, files, changes)
+        cluster.bao.cleanup()
