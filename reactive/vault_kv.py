@@ -70,6 +70,8 @@ def continue_migration():
     except vault_kv_migration.MigrationFailed as error:
         vault_kv_migration.fail(str(error))
         vault_kv_status.blocked("moving to the new backend failed, retrying: {}".format(error))
+    except vault_kv.VaultCredentialsInvalid as error:
+        vault_kv_status.blocked("moving to the new backend: {}".format(error))
     except vault_kv.VaultNotReady as error:
         vault_kv_status.waiting("moving to the new backend: {}".format(error))
     else:

@@ -30,8 +30,13 @@ def test_three_units_converge_on_one_key_generated_once_by_the_leader(cluster):
     for unit in cluster.units(model):
         flags = cluster.flags(model, unit)
         assert READY in flags and CREATED in flags and "layer.vault-kv.app-kv.set.encryption_key" in flags
-        assert cluster.controller.status(model, unit) == {"status": "active", "message": "key {} stored".format(fingerprint(key))}
-        mode = cluster.controller.unit_file_mode(model, unit, "/var/snap/kube-apiserver/common/encryption/encryption_config.yaml")
+        assert cluster.controller.status(model, unit) == {
+            "status": "active",
+            "message": "key {} stored".format(fingerprint(key)),
+        }
+        mode = cluster.controller.unit_file_mode(
+            model, unit, "/var/snap/kube-apiserver/common/encryption/encryption_config.yaml"
+        )
         assert mode == 0o600
 
 

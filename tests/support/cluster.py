@@ -54,6 +54,11 @@ class Cluster:
     def settle(self, **kwargs) -> int:
         return self.controller.settle(**kwargs)
 
+    def refresh_secrets(self) -> None:
+        """The vault charm's refresh-secrets action: a new secret_id for every unit."""
+        self._refreshes = getattr(self, "_refreshes", 0) + 1
+        self.controller.set_config(self.vault_model, "vault", **{"refresh-secrets": self._refreshes})
+
     # -- what a test checks -------------------------------------------------------
 
     def units(self, model: str):

@@ -190,7 +190,7 @@ class TestSecretId:
 
     def test_spent_token_without_stored_secret_is_credentials_invalid(self, vault):
         vault.wrapped.clear()
-        with pytest.raises(VaultCredentialsInvalid, match="already used"):
+        with pytest.raises(VaultCredentialsInvalid, match="already used.*refresh-secrets"):
             vault_kv.get_vault_config()
 
     def test_spent_token_with_stored_secret_uses_it_and_is_not_retried(self, vault, kv):

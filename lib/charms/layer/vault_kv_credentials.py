@@ -107,13 +107,15 @@ def current_secret_id(vault_url: str, role_id: str, tokens: List[str], verify) -
         return secret_id
     if stored_secret and stored_role in (None, role_id):
         return stored_secret
+    if spent:
+        # e.g. a hook died between unwrapping and storing: the vault charm
+        # only issues another secret_id when an operator refreshes secrets
+        raise VaultCredentialsInvalid(
+            "the one-shot token Vault published for this unit was already used and no secret_id"
+            " is stored for it; run the vault charm's refresh-secrets action"
+        )
     if stored_secret:
         raise VaultNotReady("waiting for Vault to issue a secret_id for this unit's new AppRole")
-    if spent:
-        raise VaultCredentialsInvalid(
-            "the one-shot token Vault published was already used and no secret_id is stored;"
-            " Vault must issue a new one (vault charm action refresh-secrets)"
-        )
     raise VaultNotReady("Vault has not published a token for this unit yet")
 
 
