@@ -6,9 +6,14 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test unit integration lint format charms demo bench functional clean
+FUNC_VENV  ?= .venv-func
+FUNC_PY    := $(FUNC_VENV)/bin/python
+FUNC_STAMP := $(FUNC_VENV)/.installed
+ARGS       ?=
 
-test: lint unit integration  ## the project's test command (what CI runs)
+.PHONY: test unit integration lint format charms demo bench functional-check functional-charms functional clean
+
+test: lint unit functional-check integration  ## the project's test command (what CI runs)
 
 $(STAMP): requirements/unit.txt requirements/integration.txt requirements/lint.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,5 +44,20 @@ demo: $(STAMP) charms  ## deploy 3 units, upgrade them, print the report
 bench: $(STAMP) charms  ## Vault requests and time per hook, against OpenBao
 	$(PY) -m tests.bench.run
 
+$(FUNC_STAMP): requirements/functional.txt
+	$(PYTHON) -m venv $(FUNC_VENV)
+	$(FUNC_PY) -m pip install --quiet --upgrade pip
+	$(FUNC_PY) -m pip install --quiet -r requirements/functional.txt
+	touch $(FUNC_STAMP)
+
+functional-check: $(FUNC_STAMP)  ## what can be checked of the zaza suite without a controller
+	$(FUNC_PY) -m pytest -q -p no:cacheprovider tests/functional/test_offline.py
+
+functional-charms: $(FUNC_STAMP)  ## build the charms the bundles deploy (needs the layer index: network)
+	$(FUNC_PY) -m tests.functional.build
+
+functional: $(FUNC_STAMP)  ## zaza on the current Juju controller; make functional ARGS=--smoke
+	$(FUNC_VENV)/bin/functest-run-suite --keep-model --test-directory tests/functional $(ARGS)
+
 clean:
-	rm -rf $(VENV) build .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(FUNC_VENV) build .pytest_cache .ruff_cache

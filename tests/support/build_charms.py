@@ -78,7 +78,7 @@ def build(build_dir: Path = REPO / "build", force: bool = False) -> dict:
     interfaces.mkdir(parents=True)
     (layers / "vault-kv").symlink_to(REPO)
     (layers / "basic-sim").symlink_to(REPO / "tests/layers/basic-sim")
-    (layers / "kcp-consumer").symlink_to(REPO / "tests/charms/kcp-consumer")
+    (layers / "kcp-consumer-core").symlink_to(REPO / "tests/charms/kcp-consumer-core")
     (interfaces / "vault-kv").symlink_to(REPO / "interface-vault-kv")
     env = dict(os.environ)
     env.update(
