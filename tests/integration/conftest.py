@@ -4,6 +4,7 @@ Every OpenBao process a test starts is stopped by its process id in the
 fixture's teardown.
 """
 
+import itertools
 import sys
 from pathlib import Path
 
@@ -58,11 +59,9 @@ def make_bao():
 @pytest.fixture
 def cluster_for(charms, tmp_path):
     """Build a Cluster on a given OpenBao server, in the test's temporary folder."""
-    made = []
+    numbers = itertools.count()  # next() on it is atomic: runs may start from several threads
 
     def make(bao):
-        cluster = Cluster(bao, charms, workdir=str(tmp_path / "sim{}".format(len(made))))
-        made.append(cluster)
-        return cluster
+        return Cluster(bao, charms, workdir=str(tmp_path / "sim{}".format(next(numbers))))
 
     return make

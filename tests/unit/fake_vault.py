@@ -133,20 +133,21 @@ class FakeEndpoint:
     """The requires endpoint as the layer sees it, answering like VaultKVRequires.
 
     The real requires code is exercised in test_interface.py; here its
-    properties are backed by plain data the tests change freely.
+    answers are plain data the tests change freely: ``unit_role_id`` and
+    ``all_unit_tokens`` for the Juju unit name, ``grants`` for other names.
     """
 
     def __init__(self, server: FakeVault, juju) -> None:
         self.server = server
         self.juju = juju
-        self.other_roles = {}
-        self.other_tokens = {}
+        self.grants: Dict[str, tuple] = {}  # unit_name -> (role_id, [tokens])
         self.is_joined = True
         self.vault_url = "http://127.0.0.1:8200"
         self.unit_role_id = "role-app-0"
         self.all_unit_tokens = ["token-app-0"]
         self.vault_ca = None
         self.requests: List[dict] = []
+        self.relations = [FakeRelation()]
 
     @property
     def unit_token(self):
@@ -154,13 +155,24 @@ class FakeEndpoint:
 
     @property
     def requested_unit_name(self):
-        return self.juju["unit"]
+        return self.requests[-1]["unit_name"] if self.requests else self.juju["unit"]
+
+    def grant(self, unit_name: str, role_id: str, secret_id: str, token: str) -> None:
+        """What the vault charm does for a new request: an AppRole and a wrapped secret_id."""
+        self.server.roles[role_id] = secret_id
+        self.server.wrapped[token] = secret_id
+        self.grants[unit_name] = (role_id, [token])
 
     def role_id_for(self, name):
-        return self.unit_role_id if name == self.juju["unit"] else self.other_roles.get(name)
+        if name in self.grants:
+            return self.grants[name][0]
+        return self.unit_role_id if name == self.juju["unit"] else None
 
     def tokens_for(self, name):
-        return list(self.all_unit_tokens) if name == self.juju["unit"] else self.other_tokens.get(name, [])
+        if name in self.grants:
+            return list(self.grants[name][1])
+        return list(self.all_unit_tokens) if name == self.juju["unit"] else []
 
     def request_secret_backend(self, name, isolated=True, unit_name=None):
         self.requests.append({"secret_backend": name, "isolated": isolated, "unit_name": unit_name})
+        self.relations[0].to_publish.update({"secret_backend": name, "unit_name": unit_name})

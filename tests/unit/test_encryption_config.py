@@ -1,0 +1,131 @@
+"""The EncryptionConfiguration file: reading both forms, writing safely, keeping rotations."""
+
+import base64
+import os
+import stat
+
+import pytest
+import yaml
+
+from charms.layer import vault_kv_encryption_config as ec
+
+KEY_A = base64.b64encode(b"a" * 32).decode()
+KEY_B = base64.b64encode(b"b" * 32).decode()
+KEY_C = base64.b64encode(b"c" * 32).decode()
+
+
+def write(path, document):
+    path.write_text(yaml.safe_dump(document))
+
+
+def config(kind, api, providers):
+    return {"kind": kind, "apiVersion": api, "resources": [{"resources": ["secrets"], "providers": providers}]}
+
+
+def aescbc(*keys):
+    return {"aescbc": {"keys": [{"name": name, "secret": secret} for name, secret in keys]}}
+
+
+def test_generated_keys_are_32_random_bytes():
+    first, second = ec.generate_key(), ec.generate_key()
+    assert len(base64.b64decode(first)) == 32 and first != second
+
+
+def test_missing_file_reads_as_no_key(tmp_path):
+    assert ec.read_key(str(tmp_path / "none.yaml")) is None
+
+
+@pytest.mark.parametrize(
+    "kind, api", [("EncryptionConfiguration", "apiserver.config.k8s.io/v1"), ("EncryptionConfig", "v1")]
+)
+def test_both_file_forms_are_read(tmp_path, kind, api):
+    path = tmp_path / "c.yaml"
+    write(path, config(kind, api, [aescbc(("key1", KEY_A)), {"identity": {}}]))
+    assert ec.read_key(str(path)) == KEY_A
+
+
+def test_rotation_in_progress_reads_the_first_providers_first_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    write(path, config(ec.KIND, ec.API_VERSION, [aescbc(("key2", KEY_B)), aescbc(("key1", KEY_A)), {"identity": {}}]))
+    assert ec.read_key(str(path)) == KEY_B
+
+
+def test_identity_first_means_no_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    write(path, config(ec.KIND, ec.API_VERSION, [{"identity": {}}, aescbc(("key1", KEY_A))]))
+    assert ec.read_key(str(path)) is None
+
+
+@pytest.mark.parametrize("text", ["kind: Pod\napiVersion: v1\n", "- a list\n", ": : not yaml :"])
+def test_unusable_files_are_a_clear_error(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ec.EncryptionConfigError):
+        ec.read_key(str(path))
+
+
+def test_written_file_is_0600_current_form_aescbc_then_identity(tmp_path):
+    path = tmp_path / "dir" / "c.yaml"
+    assert ec.write_key(str(path), KEY_A) is True
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    document = yaml.safe_load(path.read_text())
+    assert document["kind"] == "EncryptionConfiguration" and document["apiVersion"] == "apiserver.config.k8s.io/v1"
+    providers = document["resources"][0]["providers"]
+    assert providers == [aescbc(("key1", KEY_A)), {"identity": {}}]
+    assert document["resources"][0]["resources"] == ["secrets"]
+    assert not [p for p in os.listdir(path.parent) if p.startswith(".encryption-config.")]  # no temp left
+
+
+def test_same_key_leaves_the_file_untouched(tmp_path):
+    path = tmp_path / "c.yaml"
+    write(path, config("EncryptionConfig", "v1", [aescbc(("mine", KEY_A)), {"identity": {}}]))
+    before = path.read_bytes()
+    assert ec.write_key(str(path), KEY_A) is False
+    assert path.read_bytes() == before
+
+
+def test_rewriting_keeps_the_other_keys_of_a_rotation(tmp_path):
+    path = tmp_path / "c.yaml"
+    write(
+        path,
+        config(
+            ec.KIND,
+            ec.API_VERSION,
+            [aescbc(("key1", KEY_A), ("key2", KEY_B)), aescbc(("old", KEY_C)), {"identity": {}}],
+        ),
+    )
+    assert ec.write_key(str(path), KEY_B) is True
+    providers = yaml.safe_load(path.read_text())["resources"][0]["providers"]
+    assert providers[0] == aescbc(("key2", KEY_B), ("key1", KEY_A))
+    assert providers[1] == aescbc(("old", KEY_C))
+    assert providers[2] == {"identity": {}}
+
+
+def test_a_new_key_gets_a_fresh_name(tmp_path):
+    path = tmp_path / "c.yaml"
+    write(path, config(ec.KIND, ec.API_VERSION, [aescbc(("key1", KEY_A)), {"identity": {}}]))
+    ec.write_key(str(path), KEY_B)
+    keys = yaml.safe_load(path.read_text())["resources"][0]["providers"][0]["aescbc"]["keys"]
+    assert [k["name"] for k in keys] == ["key2", "key1"]
+
+
+def test_invalid_key_is_refused_without_echoing_it(tmp_path):
+    with pytest.raises(ValueError) as raised:
+        ec.write_key(str(tmp_path / "c.yaml"), "not-a-key-SECRETISH")
+    assert "SECRETISH" not in str(raised.value)
+    assert not (tmp_path / "c.yaml").exists()
+
+
+def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch):
+    path = tmp_path / "c.yaml"
+    write(path, config(ec.KIND, ec.API_VERSION, [aescbc(("key1", KEY_A)), {"identity": {}}]))
+    before = path.read_bytes()
+
+    def broken_dump(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ec.yaml, "safe_dump", broken_dump)
+    with pytest.raises(OSError):
+        ec.write_key(str(path), KEY_B)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["c.yaml"]

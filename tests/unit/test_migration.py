@@ -1,0 +1,181 @@
+"""Moving from charm-{app} to charm-{model-uuid}-{app}, rule by rule (mocked flags, fake Vault)."""
+
+import importlib.util
+import json
+
+import pytest
+from conftest import ROOT
+
+from charms.layer import vault_kv, vault_kv_local_copies, vault_kv_migration
+from charms.layer.vault_kv_hashing import value_hash
+
+spec = importlib.util.spec_from_file_location("reactive_vault_kv_m", ROOT / "reactive" / "vault_kv.py")
+handlers = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(handlers)
+
+UUID = "0b5e1b6a-uuid-model-a"
+LEGACY = "charm-app"
+NEW = "charm-{}-app".format(UUID)
+KEY = "K" * 44
+
+
+@pytest.fixture
+def legacy_unit(vault, flags, juju, kv):
+    """A unit deployed with charm-{app}, as the old layer left it; then the charm is upgraded."""
+    flags.update({"vault-kv.connected", "vault-kv.available"})
+    handlers.request_vault_access()  # legacy build: charm-app as app/0
+    handlers.update_ready()
+    vault_kv.VaultAppKV()["encryption_key"] = KEY
+    handlers.record_app_kv_hashes()
+    assert vault.data[LEGACY + "/kv/app"] == {"encryption_key": KEY}
+    flags.discard("layer.vault-kv.app-kv.changed")
+    flags.discard("layer.vault-kv.app-kv.changed.encryption_key")
+    vault_kv.reset_cached_state()
+    options = {"options": {"vault-kv": {"secrets-backend-format": "charm-{model-uuid}-{app}"}}}
+    (juju["charm_dir"] / "layer.yaml").write_text(json.dumps(options))
+    vault_kv_local_copies._reset_for_tests()
+    yield vault
+    vault_kv_local_copies._reset_for_tests()
+
+
+def upgrade(vault, flags):
+    """upgrade-charm: re-request, then Vault answers the new request."""
+    handlers.request_again_if_changed()
+    assert "layer.vault-kv.requested" not in flags
+    handlers.request_vault_access()
+    vault.endpoint.grant(UUID + "-app/0", "role-new-0", "secret-new-0", "token-new-0")
+
+
+def test_the_request_moves_to_the_new_backend_and_name_after_legacy_credentials_are_kept(legacy_unit, flags, kv):
+    upgrade(legacy_unit, flags)
+    assert legacy_unit.endpoint.requests[-1] == {"secret_backend": NEW, "isolated": False, "unit_name": UUID + "-app/0"}
+    legacy = kv[vault_kv_migration.KV_LEGACY]
+    assert (legacy["backend"], legacy["role_id"], legacy["secret_id"]) == (LEGACY, "role-app-0", "secret-app-0")
+    assert "layer.vault-kv.migration.in-progress" in flags
+
+
+def test_while_moving_the_store_is_not_loaded_and_flags_keep_their_values(legacy_unit, flags):
+    upgrade(legacy_unit, flags)
+    flags.add("layer.vault-kv.ready")
+    handlers.derive_app_kv_flags()
+    assert "layer.vault-kv.ready" not in flags
+    assert "layer.vault-kv.app-kv.set.encryption_key" in flags
+    with pytest.raises(vault_kv.VaultNotReady, match="moving"):
+        vault_kv.VaultAppKV()
+
+
+def test_leader_copies_verifies_announces_and_no_changed_flag_is_raised(legacy_unit, flags, juju, kv):
+    upgrade(legacy_unit, flags)
+    handlers.continue_migration()
+    assert legacy_unit.data[NEW + "/kv/app"] == {"encryption_key": KEY}
+    assert juju["leader_data"]["vault-kv-migrated"] == NEW
+    assert "layer.vault-kv.migration.done" in flags and "layer.vault-kv.migration.in-progress" not in flags
+    assert kv[vault_kv_migration.KV_ACTIVE] == {"backend": NEW, "unit_name": UUID + "-app/0"}
+    handlers.update_ready()
+    assert "layer.vault-kv.ready" in flags
+    assert "layer.vault-kv.app-kv.changed.encryption_key" not in flags
+    assert legacy_unit.data[LEGACY + "/kv/app"] == {"encryption_key": KEY}  # left for a rollback
+
+
+def test_a_key_the_new_backend_holds_is_never_overwritten(legacy_unit, flags):
+    legacy_unit.data[NEW + "/kv/app"] = {"encryption_key": "ALREADY-THERE"}
+    upgrade(legacy_unit, flags)
+    handlers.continue_migration()
+    assert legacy_unit.data[NEW + "/kv/app"] == {"encryption_key": "ALREADY-THERE"}
+
+
+def test_the_local_copy_wins_over_the_legacy_backend(legacy_unit, flags):
+    vault_kv_local_copies.register_local_copy("encryption_key", lambda: "ON-DISK")
+    upgrade(legacy_unit, flags)
+    handlers.continue_migration()
+    assert legacy_unit.data[NEW + "/kv/app"]["encryption_key"] == "ON-DISK"
+
+
+def test_unreadable_legacy_backend_restores_from_the_local_copy(legacy_unit, flags):
+    vault_kv_local_copies.register_local_copy("encryption_key", lambda: "ON-DISK")
+    upgrade(legacy_unit, flags)
+    legacy_unit.roles["role-app-0"] = "rotated-elsewhere"  # legacy credentials refused
+    handlers.continue_migration()
+    assert legacy_unit.data[NEW + "/kv/app"] == {"encryption_key": "ON-DISK"}
+    assert "layer.vault-kv.migration.legacy-unreadable" in flags
+    assert "layer.vault-kv.migration.done" in flags
+
+
+def test_waits_until_vault_answers_the_new_request(legacy_unit, flags, juju):
+    handlers.request_again_if_changed()
+    handlers.request_vault_access()  # no answer for the new name yet
+    handlers.continue_migration()
+    assert "layer.vault-kv.migration.in-progress" in flags
+    assert juju["status"][0] == "waiting"
+    assert NEW + "/kv/app" not in legacy_unit.data
+
+
+def test_non_leader_waits_for_the_leader_then_switches(legacy_unit, flags, juju):
+    juju["leader"] = False
+    upgrade(legacy_unit, flags)
+    handlers.continue_migration()
+    assert "layer.vault-kv.migration.in-progress" in flags
+    assert "leader" in juju["status"][1]
+    assert NEW + "/kv/app" not in legacy_unit.data  # a non-leader never copies
+    juju["leader_data"]["vault-kv-migrated"] = NEW
+    from charmhelpers.core import hookenv
+
+    hookenv.leader_get.side_effect = lambda key=None: juju["leader_data"].get(key)
+    vault_kv.reset_cached_state()
+    handlers.continue_migration()
+    assert "layer.vault-kv.migration.done" in flags
+
+
+def test_a_copy_that_does_not_read_back_fails_and_is_retried(legacy_unit, flags, juju):
+    upgrade(legacy_unit, flags)
+    real_write = legacy_unit.client
+
+    def lossy_client(**kw):
+        client = real_write(**kw)
+        original = client.write_data
+
+        def write_data(path, *, data=None, wrap_ttl=None):
+            original(path, data={k: "CORRUPTED" for k in data})
+
+        client.write_data = write_data
+        return client
+
+    import hvac
+
+    hvac.Client = lossy_client
+    handlers.continue_migration()
+    assert "layer.vault-kv.migration.failed" in flags and "layer.vault-kv.migration.in-progress" in flags
+    assert juju["status"][0] == "blocked" and "CORRUPTED" not in juju["status"][1]
+    hvac.Client = legacy_unit.client
+    legacy_unit.data.pop(NEW + "/kv/app")
+    vault_kv.reset_cached_state()
+    handlers.continue_migration()
+    assert legacy_unit.data[NEW + "/kv/app"] == {"encryption_key": KEY}
+    assert "layer.vault-kv.migration.failed" not in flags
+
+
+def test_every_step_can_run_twice(legacy_unit, flags, kv):
+    upgrade(legacy_unit, flags)
+    snapshot = dict(kv[vault_kv_migration.KV_LEGACY])
+    handlers.request_vault_access()  # a retried hook asks again
+    assert kv[vault_kv_migration.KV_LEGACY] == snapshot  # the legacy snapshot is never overwritten
+    handlers.continue_migration()
+    vault_kv.reset_cached_state()
+    handlers.continue_migration()
+    assert legacy_unit.data[NEW + "/kv/app"] == {"encryption_key": KEY}
+
+
+def test_seen_hashes_come_from_the_legacy_backend_for_units_of_the_old_layer(legacy_unit, flags, kv):
+    kv.pop(vault_kv_local_copies.KV_SEEN_HASHES, None)  # the old layer kept none locally
+    upgrade(legacy_unit, flags)
+    handlers.continue_migration()
+    assert kv[vault_kv_local_copies.KV_SEEN_HASHES] == {"encryption_key": value_hash(KEY)}
+
+
+def test_a_build_that_keeps_charm_app_never_migrates(vault, flags, juju, kv):
+    flags.update({"vault-kv.connected", "vault-kv.available"})
+    handlers.request_vault_access()
+    handlers.request_again_if_changed()
+    assert not vault_kv_migration.needed()
+    assert "layer.vault-kv.migration.in-progress" not in flags
+    assert vault.endpoint.requests == [{"secret_backend": LEGACY, "isolated": False, "unit_name": "app/0"}]

@@ -1,0 +1,101 @@
+"""Secure storage of the encryption key: who provides it, where it is written, when the flag clears."""
+
+import importlib.util
+import json
+import os
+import stat
+
+import pytest
+from conftest import ROOT
+
+from charms.layer import vault_kv, vault_kv_encryption_config, vault_kv_local_copies
+
+APP = "charm-app/kv/app"
+CREATED = "kubernetes-control-plane.secure-storage.created"
+
+
+def load_handlers():
+    name = "reactive_secure_storage_{}".format(os.urandom(4).hex())
+    spec = importlib.util.spec_from_file_location(name, ROOT / "reactive" / "vault_kv_secure_storage.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def storage(vault, flags, juju):
+    """Secure storage on, with the EncryptionConfiguration under the test's folder."""
+    path = juju["charm_dir"] / "encryption" / "encryption_config.yaml"
+    options = {"options": {"vault-kv": {"encryption-config-path": str(path)}}}
+    (juju["charm_dir"] / "layer.yaml").write_text(json.dumps(options))
+    vault_kv_local_copies._reset_for_tests()
+    module = load_handlers()  # registers the file as the local copy of encryption_key
+    flags.add("layer.vault-kv.ready")
+    module.path = path
+    yield module
+    vault_kv_local_copies._reset_for_tests()
+
+
+def test_off_without_the_option(vault, flags, juju):
+    module = load_handlers()
+    module.provide_encryption_key()
+    assert APP not in vault.data
+
+
+def test_leader_generates_a_valid_key_when_no_source_has_one(storage, vault, flags):
+    storage.provide_encryption_key()
+    key = vault.data[APP]["encryption_key"]
+    assert vault_kv_encryption_config.valid_key(key)
+    assert "layer.vault-kv.app-kv.set.encryption_key" in flags
+
+
+def test_leader_restores_the_key_from_its_file_instead_of_generating(storage, vault):
+    on_disk = vault_kv_encryption_config.generate_key()
+    vault_kv_encryption_config.write_key(str(storage.path), on_disk)
+    storage.provide_encryption_key()
+    assert vault.data[APP]["encryption_key"] == on_disk
+
+
+def test_non_leader_never_provides_a_key(storage, vault, juju):
+    juju["leader"] = False
+    storage.provide_encryption_key()
+    assert APP not in vault.data
+
+
+def test_every_unit_writes_vaults_key_0600_then_sets_created(storage, vault, flags):
+    key = vault_kv_encryption_config.generate_key()
+    vault.data[APP] = {"encryption_key": key}
+    storage.write_encryption_config()
+    assert vault_kv_encryption_config.read_key(str(storage.path)) == key
+    assert stat.S_IMODE(os.stat(storage.path).st_mode) == 0o600
+    assert CREATED in flags
+
+
+def test_a_file_holding_another_key_is_brought_in_line(storage, vault, flags):
+    old, new = vault_kv_encryption_config.generate_key(), vault_kv_encryption_config.generate_key()
+    vault_kv_encryption_config.write_key(str(storage.path), old)
+    vault.data[APP] = {"encryption_key": new}
+    storage.write_encryption_config()
+    assert vault_kv_encryption_config.read_key(str(storage.path)) == new
+
+
+def test_unwritable_path_blocks_with_failed_flag_and_no_key_in_status(storage, vault, flags, juju):
+    storage.path.parent.parent.joinpath("encryption").write_text("a file where a folder should be")
+    key = vault_kv_encryption_config.generate_key()
+    vault.data[APP] = {"encryption_key": key}
+    storage.write_encryption_config()
+    assert "kubernetes-control-plane.secure-storage.failed" in flags and CREATED not in flags
+    assert juju["status"][0] == "blocked" and key not in juju["status"][1]
+
+
+def test_created_is_cleared_when_vault_is_no_longer_ready(storage, flags):
+    flags.add(CREATED)
+    storage.vault_no_longer_ready()
+    assert CREATED not in flags
+
+
+def test_vault_outage_while_providing_does_not_raise(storage, vault):
+    vault.sealed = True
+    vault_kv.reset_cached_state()
+    storage.provide_encryption_key()  # logged, retried next hook
+    assert APP not in vault.data
