@@ -98,23 +98,23 @@ class VaultKVRequires(Endpoint):
         key = "{}_token".format(unit_name)
         return non_empty_string(key, self._received(key))
 
-    @property
-    def unit_role_id(self) -> Optional[str]:
-        """AppRole id for this unit: under the requested name first, then the Juju unit name."""
-        for key in self._unit_keys("role_id"):
+    def _first_answer(self, suffix: str) -> Optional[str]:
+        """``{name}_{suffix}`` for the requested name, else for the Juju unit name."""
+        for key in self._unit_keys(suffix):
             value = non_empty_string(key, self._received(key))
             if value:
                 return value
         return None
 
     @property
+    def unit_role_id(self) -> Optional[str]:
+        """AppRole id for this unit: under the requested name first, then the Juju unit name."""
+        return self._first_answer("role_id")
+
+    @property
     def unit_token(self) -> Optional[str]:
         """One-shot token that unwraps to this unit's secret_id."""
-        for key in self._unit_keys("token"):
-            value = non_empty_string(key, self._received(key))
-            if value:
-                return value
-        return None
+        return self._first_answer("token")
 
     def tokens_for(self, unit_name: str) -> List[str]:
         """Every distinct token the joined Vault units published for ``unit_name``."""
