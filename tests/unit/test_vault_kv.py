@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import sys
 
 import pytest
 from charmhelpers.core import hookenv
@@ -254,6 +255,18 @@ class TestHashesAndFlags:
         expected = hashlib.md5(json.dumps(value, sort_keys=True).encode("utf8")).hexdigest()
         assert vault_kv_hashing.value_hash(value) == expected
 
+    def test_without_usedforsecurity_python_38_still_hashes(self, monkeypatch):
+        real_md5 = hashlib.md5
+
+        def md5_of_python_38(data=b"", **kwargs):
+            if kwargs:
+                raise TypeError("md5() takes no keyword arguments")
+            return real_md5(data)
+
+        monkeypatch.setattr(hashlib, "md5", md5_of_python_38)
+        assert vault_kv_hashing.value_hash("x") == real_md5(b'"x"').hexdigest()
+
+    @pytest.mark.skipif(sys.version_info < (3, 9), reason="usedforsecurity exists from Python 3.9")
     def test_md5_is_asked_for_as_not_for_security(self, monkeypatch):
         real_md5 = hashlib.md5
 
