@@ -27,8 +27,6 @@ from support import build_charms  # noqa: E402
 from support.cluster import Cluster  # noqa: E402
 from support.openbao import OpenBaoServer  # noqa: E402
 
-from charms.layer.vault_kv_hashing import fingerprint  # noqa: E402
-
 SHOWN_FLAGS = ("layer.vault-kv.", "kubernetes-control-plane.secure-storage")
 
 
@@ -60,10 +58,10 @@ def main() -> int:
         hooks = cluster.settle()
         print("deployed 3 units with backend charm-{{app}}, related to vault; {} hooks ran".format(hooks))
         before = report(cluster, model, "before the upgrade (backend charm-{app})", mark)
-        legacy_key = cluster.vault_key("charm-kubernetes-control-plane")
+        legacy_key = cluster.vault_fingerprint("charm-kubernetes-control-plane")
         if len(set(before.values())) != 1 or None in before.values():
             problems.append("units disagree about the key before the upgrade")
-        if legacy_key is None or fingerprint(legacy_key) not in before.values():
+        if legacy_key is None or legacy_key not in before.values():
             problems.append("the key on disk is not the one in Vault")
 
         mark = bao.mark()
@@ -71,18 +69,18 @@ def main() -> int:
         hooks = cluster.settle()
         print("\nupgraded to the build with backend charm-{{model-uuid}}-{{app}}; {} hooks ran".format(hooks))
         after = report(cluster, model, "after the upgrade (backend charm-{model-uuid}-{app})", mark)
-        new_key = cluster.vault_key(cluster.new_backend(model))
+        new_key = cluster.vault_fingerprint(cluster.new_backend(model))
         print(
             "\nkey fingerprint before: {}  after: {}  in {}: {}".format(
                 sorted(set(before.values())),
                 sorted(set(after.values())),
                 cluster.new_backend(model),
-                fingerprint(new_key) if new_key else "none",
+                new_key or "none",
             )
         )
         if after != before:
             problems.append("a unit's key changed across the upgrade")
-        if new_key is None or fingerprint(new_key) not in after.values():
+        if new_key is None or new_key not in after.values():
             problems.append("the new backend does not hold the units' key")
         for unit in cluster.units(model):
             if "layer.vault-kv.ready" not in cluster.flags(model, unit):

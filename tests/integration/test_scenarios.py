@@ -2,8 +2,6 @@
 
 import pytest
 
-from charms.layer.vault_kv_hashing import fingerprint
-
 READY = "layer.vault-kv.ready"
 CREATED = "kubernetes-control-plane.secure-storage.created"
 GENERATED = "stored encryption_key from a newly generated key"
@@ -22,17 +20,17 @@ def cluster(cluster_for, shared_bao):
 def test_three_units_converge_on_one_key_generated_once_by_the_leader(cluster):
     model = cluster.add_model("k8s", units=3)
     cluster.settle()
-    key = cluster.vault_key(cluster.new_backend(model))
+    key = cluster.vault_fingerprint(cluster.new_backend(model))
     assert key is not None
     assert generations(cluster, model) == 1
     assert GENERATED in cluster.controller.log(model, "kubernetes-control-plane/0")  # the leader
-    assert set(cluster.file_fingerprints(model).values()) == {fingerprint(key)}
+    assert set(cluster.file_fingerprints(model).values()) == {key}
     for unit in cluster.units(model):
         flags = cluster.flags(model, unit)
         assert READY in flags and CREATED in flags and "layer.vault-kv.app-kv.set.encryption_key" in flags
         assert cluster.controller.status(model, unit) == {
             "status": "active",
-            "message": "key {} stored".format(fingerprint(key)),
+            "message": "key {} stored".format(key),
         }
         mode = cluster.controller.unit_file_mode(
             model, unit, "/var/snap/kube-apiserver/common/encryption/encryption_config.yaml"
@@ -66,18 +64,18 @@ def vault_kv_hash(value):
 def test_leader_change_does_not_generate_a_new_key(cluster):
     model = cluster.add_model("k8s", units=3)
     cluster.settle()
-    before = cluster.vault_key(cluster.new_backend(model))
+    before = cluster.vault_fingerprint(cluster.new_backend(model))
     cluster.controller.set_leader(model, "kubernetes-control-plane", "kubernetes-control-plane/2")
     cluster.settle()
-    assert cluster.vault_key(cluster.new_backend(model)) == before
+    assert cluster.vault_fingerprint(cluster.new_backend(model)) == before
     assert generations(cluster, model) == 1
-    assert set(cluster.file_fingerprints(model).values()) == {fingerprint(before)}
+    assert set(cluster.file_fingerprints(model).values()) == {before}
 
 
 def test_relation_removed_clears_ready_and_added_back_restores_it_without_a_new_key(cluster):
     model = cluster.add_model("k8s", units=2)
     cluster.settle()
-    before = cluster.vault_key(cluster.new_backend(model))
+    before = cluster.vault_fingerprint(cluster.new_backend(model))
     cluster.unrelate(model)
     cluster.settle()
     for unit in cluster.units(model):
@@ -86,9 +84,9 @@ def test_relation_removed_clears_ready_and_added_back_restores_it_without_a_new_
         assert not [f for f in flags if f.startswith("layer.vault-kv.app-kv.")]
     cluster.relate(model)
     cluster.settle()
-    assert cluster.vault_key(cluster.new_backend(model)) == before
+    assert cluster.vault_fingerprint(cluster.new_backend(model)) == before
     assert generations(cluster, model) == 1
     for unit in cluster.units(model):
         assert READY in cluster.flags(model, unit)
         assert CREATED in cluster.flags(model, unit)
-    assert set(cluster.file_fingerprints(model).values()) == {fingerprint(before)}
+    assert set(cluster.file_fingerprints(model).values()) == {before}

@@ -12,7 +12,6 @@ import hvac
 import pytest
 
 from charms.layer import vault_kv
-from charms.layer.vault_kv_hashing import fingerprint
 
 APP = "kubernetes-control-plane"
 LEADER, OTHER = APP + "/0", APP + "/1"
@@ -72,14 +71,14 @@ def test_app_and_unit_data_round_trip_between_units(deployed):
 def test_many_keys_set_one_after_another_are_all_in_vault(deployed):
     cluster, model = deployed
     backend = cluster.new_backend(model)
-    key = cluster.vault_key(backend)
+    key = cluster.vault_fingerprint(backend)
     with cluster.controller.in_hook(model, LEADER):
         kv = vault_kv.VaultAppKV()
         for n in range(20):
             kv["k{}".format(n)] = n
     stored = cluster.bao.read(backend + "/kv/app")
     assert {k: stored[k] for k in stored if k.startswith("k")} == {"k{}".format(n): n for n in range(20)}
-    assert stored["encryption_key"] == key
+    assert cluster.vault_fingerprint(backend) == key
 
 
 def test_one_login_per_hook(deployed):
@@ -129,7 +128,7 @@ def test_outage_gives_not_ready_without_flag_flapping_or_a_new_key(cluster_for, 
     cluster = cluster_for(bao)
     model = cluster.add_model("k8s", units=2)
     cluster.settle()
-    key = cluster.vault_key(cluster.new_backend(model))
+    key = cluster.vault_fingerprint(cluster.new_backend(model))
     bao.seal() if outage == "sealed" else bao.stop()
     for unit in cluster.units(model):
         cluster.controller.queue(model, unit, "update-status")
@@ -141,17 +140,18 @@ def test_outage_gives_not_ready_without_flag_flapping_or_a_new_key(cluster_for, 
         status = cluster.controller.status(model, unit)
         assert status["status"] == "waiting"
         assert ("sealed" if outage == "sealed" else "cannot connect") in status["message"]
-        assert key not in status["message"] and key not in cluster.controller.log(model, unit)
-    assert set(cluster.file_fingerprints(model).values()) == {fingerprint(key)}
+    assert set(cluster.file_fingerprints(model).values()) == {key}
     if outage == "sealed":
         bao.unseal()
         for unit in cluster.units(model):
             cluster.controller.queue(model, unit, "update-status")
         cluster.settle()
-        assert cluster.vault_key(cluster.new_backend(model)) == key
+        assert cluster.vault_fingerprint(cluster.new_backend(model)) == key
+        leaked = cluster.key_leaked(model, cluster.new_backend(model))
+        assert not leaked, "the key appears in a unit's log or status"
         for unit in cluster.units(model):
             assert "layer.vault-kv.ready" in cluster.flags(model, unit)
-            assert cluster.key_changes(model, unit) == [fingerprint(key)]  # told once, at deploy
+            assert cluster.key_changes(model, unit) == [key]  # told once, at deploy
 
 
 def test_tls_with_vault_ca_works(cluster_for, make_bao):
@@ -160,7 +160,7 @@ def test_tls_with_vault_ca_works(cluster_for, make_bao):
     model = cluster.add_model("k8s", units=1)
     cluster.settle()
     assert "layer.vault-kv.ready" in cluster.flags(model, LEADER)
-    assert cluster.vault_key(cluster.new_backend(model))
+    assert cluster.vault_fingerprint(cluster.new_backend(model))
 
 
 def test_tls_without_vault_ca_is_refused(cluster_for, make_bao):

@@ -79,9 +79,24 @@ class Cluster:
             u: (fingerprint(k) if k else None) for u, k in ((u, self.file_key(model, u)) for u in self.units(model))
         }
 
-    def vault_key(self, backend: str) -> Optional[str]:
+    def _vault_key(self, backend: str) -> Optional[str]:
         data = self.bao.read("{}/kv/app".format(backend))
         return (data or {}).get("encryption_key")
+
+    def vault_fingerprint(self, backend: str) -> Optional[str]:
+        """Fingerprint of the key in ``backend`` (tests compare these, so a failure never prints a key)."""
+        key = self._vault_key(backend)
+        return fingerprint(key) if key else None
+
+    def key_leaked(self, model: str, backend: str) -> bool:
+        """Whether the key appears in any unit's log or status message."""
+        key = self._vault_key(backend)
+        if not key:
+            return False
+        return any(
+            key in self.controller.log(model, u) or key in self.controller.status(model, u)["message"]
+            for u in self.units(model)
+        )
 
     def key_changes(self, model: str, unit: str):
         """Every app-kv.changed.encryption_key the unit's charm was told about."""
