@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.build_charms import stage_layer
+
 REPO = Path(__file__).resolve().parents[2]
 OUTPUTS = {
     "current": REPO / "build" / "functional" / "current" / "kcp-consumer",
@@ -29,7 +31,7 @@ def build() -> None:
     shutil.rmtree(work, ignore_errors=True)
     (work / "layers").mkdir(parents=True)
     (work / "interfaces").mkdir()
-    (work / "layers" / "vault-kv").symlink_to(REPO)
+    stage_layer(work / "layers" / "vault-kv")
     (work / "layers" / "kcp-consumer-core").symlink_to(REPO / "tests" / "charms" / "kcp-consumer-core")
     (work / "interfaces" / "vault-kv").symlink_to(REPO / "interface-vault-kv")
     env = dict(os.environ, CHARM_LAYERS_DIR=str(work / "layers"), CHARM_INTERFACES_DIR=str(work / "interfaces"))

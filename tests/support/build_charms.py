@@ -53,6 +53,21 @@ def source_digest() -> str:
     return digest.hexdigest()
 
 
+LAYER_FILES = ["layer.yaml", "metadata.yaml", "wheelhouse.txt", "lib", "reactive"]
+
+
+def stage_layer(target: Path) -> None:
+    """Copy just the layer's own files: a link to the whole repository would make
+    charm build walk the virtualenvs and build outputs that live in it."""
+    target.mkdir(parents=True)
+    for name in LAYER_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target / name)
+
+
 def charm_paths(build_dir: Path):
     charms = build_dir / "charms"
     return {
@@ -76,7 +91,7 @@ def build(build_dir: Path = REPO / "build", force: bool = False) -> dict:
     shutil.rmtree(build_dir / "charms", ignore_errors=True)
     layers.mkdir(parents=True)
     interfaces.mkdir(parents=True)
-    (layers / "vault-kv").symlink_to(REPO)
+    stage_layer(layers / "vault-kv")
     (layers / "basic-sim").symlink_to(REPO / "tests/layers/basic-sim")
     (layers / "kcp-consumer-core").symlink_to(REPO / "tests/charms/kcp-consumer-core")
     (interfaces / "vault-kv").symlink_to(REPO / "interface-vault-kv")
