@@ -48,6 +48,12 @@ class Controller:
         self.state_path = str(self.workdir / "state.json")
         self.python = python
         self.private_var = overlay_supported() if private_var is None else private_var
+        if private_var is None and not self.private_var:
+            # without it every unit would write the same host files under /var
+            raise RuntimeError(
+                "jujusim gives each unit a private /var with an overlay in a mount namespace:"
+                " run as root on a machine that allows `unshare -m` (or pass private_var=False)"
+            )
         self.bin = self.workdir / "bin"
         self.bin.mkdir(exist_ok=True)
         launcher = self.bin / "jujusim-tool"
