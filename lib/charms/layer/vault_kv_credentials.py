@@ -20,6 +20,7 @@ from charms.reactive import endpoint_from_name
 
 from charms.layer import vault_kv_options
 from charms.layer.vault_kv_errors import VaultCredentialsInvalid, VaultNotReady
+from charms.layer.vault_kv_session import translate_errors
 
 ENDPOINT_NAME = "vault-kv"
 KV_SECRET_ID = "layer.vault-kv.secret_id"
@@ -60,8 +61,6 @@ def ca_file_for(ca_pem: Optional[str]) -> Optional[str]:
 
 def unwrap_secret_id(vault_url: str, token: str, verify) -> str:
     """Exchange a one-shot wrapping token for the secret_id it wraps."""
-    from charms.layer.vault_kv_session import translate_errors
-
     with translate_errors("unwrapping the one-shot token", login=True):
         client = hvac.Client(url=vault_url, token=token, verify=verify, timeout=REQUEST_TIMEOUT)
         response = client.sys.unwrap()

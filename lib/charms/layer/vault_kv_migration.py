@@ -32,7 +32,7 @@ from charmhelpers.core import hookenv, unitdata
 from charms.reactive import clear_flag, is_flag_set, set_flag
 
 from charms.layer import vault_kv_local_copies, vault_kv_options
-from charms.layer.vault_kv_credentials import ca_file_for, vault_endpoint
+from charms.layer.vault_kv_credentials import KV_SECRET_ID, ca_file_for, vault_endpoint
 from charms.layer.vault_kv_errors import VaultCredentialsInvalid, VaultNotReady
 from charms.layer.vault_kv_hashing import canonical_json
 from charms.layer.vault_kv_session import VaultSession
@@ -45,7 +45,6 @@ FLAG_LEGACY_UNREADABLE = "layer.vault-kv.migration.legacy-unreadable"
 KV_ACTIVE = "layer.vault-kv.active"
 KV_LEGACY = "layer.vault-kv.legacy-credentials"
 KV_STATUS = "layer.vault-kv.migration.status"
-KV_SECRET_ID = "layer.vault-kv.secret_id"
 LEADER_MIGRATED = "vault-kv-migrated"
 
 
@@ -197,13 +196,13 @@ def keep_seen_hashes() -> None:
 # -- the leader's copy ------------------------------------------------------------
 
 
-def copy_app_data(new_session: VaultSession, backend: str) -> List[str]:
+def copy_app_data(new_session: VaultSession, backend: str, current: Dict[str, Any]) -> List[str]:
     """Fill the new backend's app data from the trusted sources; returns the keys written.
 
-    Never overwrites a key the new backend holds; verifies by reading back.
+    ``current`` is what the new backend holds now.  Never overwrites a key it
+    holds; verifies by reading back.
     """
     path = "{}/kv/app".format(backend)
-    current = new_session.read(path) or {}
     legacy, why = read_legacy("kv/app")
     if legacy is None:
         set_flag(FLAG_LEGACY_UNREADABLE)
@@ -275,11 +274,11 @@ def advance() -> List[str]:
     if target["unit_name"] != legacy.get("unit_name") and config["role_id"] == legacy.get("role_id"):
         raise VaultNotReady("waiting for Vault to answer the request for {}".format(target["backend"]))
     session = session_for(config)
-    session.read("{}/kv/app".format(target["backend"]))  # proves the new AppRole may use it
+    current = session.read("{}/kv/app".format(target["backend"])) or {}  # also proves the new AppRole may
     keep_seen_hashes()
     written: List[str] = []
     if hookenv.is_leader():
-        written = copy_app_data(session, target["backend"])
+        written = copy_app_data(session, target["backend"], current)
         announce(target["backend"])
     elif not leader_announced(target["backend"]):
         raise VaultNotReady("waiting for the leader to move the app data to {}".format(target["backend"]))
