@@ -50,9 +50,9 @@ def main() -> int:
     print("building the test charms (charm build) ...")
     charms = build_charms.build()
     problems = []
-    with OpenBaoServer() as bao:
+    with OpenBaoServer() as bao, tempfile.TemporaryDirectory(prefix="demo-") as workdir:
         print("OpenBao {} on {}".format("2.7.2", bao.url))
-        cluster = Cluster(bao, charms, workdir=tempfile.mkdtemp(prefix="demo-"))
+        cluster = Cluster(bao, charms, workdir=workdir)
         mark = bao.mark()
         model = cluster.add_model("demo", build="legacy", units=3)
         hooks = cluster.settle()

@@ -65,8 +65,8 @@ def measure(cluster, model, unit, handlers, keys_to_set: int, round_number: int)
 def main() -> int:
     charms = build_charms.build()
     failures = 0
-    with OpenBaoServer() as bao:
-        cluster = Cluster(bao, charms, workdir=tempfile.mkdtemp(prefix="bench-"))
+    with OpenBaoServer() as bao, tempfile.TemporaryDirectory(prefix="bench-") as workdir:
+        cluster = Cluster(bao, charms, workdir=workdir)
         model = cluster.add_model("bench", units=1)
         cluster.settle()
         unit = APP + "/0"
