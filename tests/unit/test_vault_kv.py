@@ -4,11 +4,13 @@ import hashlib
 import json
 import sys
 
+import hvac.exceptions as hvac_errors
 import pytest
+import requests
 from charmhelpers.core import hookenv
 from conftest import new_unitdata
 
-from charms.layer import vault_kv, vault_kv_hashing, vault_kv_options
+from charms.layer import vault_kv, vault_kv_hashing, vault_kv_options, vault_kv_session
 from charms.layer.vault_kv import VaultAppKV, VaultCredentialsInvalid, VaultNotReady, VaultUnitKV
 
 APP = "charm-app/kv/app"
@@ -373,3 +375,38 @@ class TestOptions:
         self.write_layer_yaml(juju, {"secrets-backend-format": template})
         with pytest.raises(ValueError, match="secrets-backend-format"):
             vault_kv_options.secret_backend_name()
+
+
+class TestErrorTranslation:
+    """Every failure the session can meet becomes a layer exception that says which."""
+
+    @pytest.mark.parametrize(
+        "raised, words",
+        [
+            (hvac_errors.VaultNotInitialized("x"), "not initialised"),
+            (hvac_errors.InternalServerError("x"), "internal error"),
+            (hvac_errors.BadGateway("x"), "502"),
+            (hvac_errors.UnexpectedError("x"), "unexpected"),
+            (hvac_errors.RateLimitExceeded("x"), "rate-limiting"),
+            (requests.exceptions.Timeout("x"), "cannot connect"),
+            (hvac_errors.InvalidPath("x"), "no such path"),
+            (hvac_errors.InvalidRequest("x"), "rejected the request"),
+        ],
+    )
+    def test_transient_failures_are_not_ready(self, raised, words):
+        with pytest.raises(VaultNotReady) as caught:
+            with vault_kv_session.translate_errors("reading charm-app/kv/app"):
+                raise raised
+        assert words in str(caught.value) and "charm-app/kv/app" in str(caught.value)
+        assert not isinstance(caught.value, VaultCredentialsInvalid)
+
+    @pytest.mark.parametrize("raised", [hvac_errors.InvalidRequest("x"), hvac_errors.Forbidden("x")])
+    def test_refusals_at_login_are_credentials_invalid(self, raised):
+        with pytest.raises(VaultCredentialsInvalid):
+            with vault_kv_session.translate_errors("logging in", login=True):
+                raise raised
+
+    def test_a_403_outside_login_is_left_to_the_session(self):
+        with pytest.raises(hvac_errors.Forbidden):
+            with vault_kv_session.translate_errors("reading x"):
+                raise hvac_errors.Forbidden("x")
