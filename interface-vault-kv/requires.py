@@ -76,9 +76,10 @@ class VaultKVRequires(Endpoint):
                 return value
         return hookenv.local_unit()
 
-    def _unit_keys(self, suffix: str) -> List[str]:
-        names = [self.requested_unit_name, hookenv.local_unit()]
-        return ["{}_{}".format(name, suffix) for name in dict.fromkeys(names)]
+    @property
+    def unit_names(self) -> List[str]:
+        """Names Vault may answer this unit under: the requested one, then the Juju unit name."""
+        return list(dict.fromkeys([self.requested_unit_name, hookenv.local_unit()]))
 
     def _received(self, key: str):
         """A value from any joined Vault unit, JSON-decoded, or None."""
@@ -98,23 +99,15 @@ class VaultKVRequires(Endpoint):
         key = "{}_token".format(unit_name)
         return non_empty_string(key, self._received(key))
 
-    def _first_answer(self, suffix: str) -> Optional[str]:
-        """``{name}_{suffix}`` for the requested name, else for the Juju unit name."""
-        for key in self._unit_keys(suffix):
-            value = non_empty_string(key, self._received(key))
-            if value:
-                return value
-        return None
-
     @property
     def unit_role_id(self) -> Optional[str]:
         """AppRole id for this unit: under the requested name first, then the Juju unit name."""
-        return self._first_answer("role_id")
+        return next(filter(None, map(self.role_id_for, self.unit_names)), None)
 
     @property
     def unit_token(self) -> Optional[str]:
         """One-shot token that unwraps to this unit's secret_id."""
-        return self._first_answer("token")
+        return next(filter(None, map(self.token_for, self.unit_names)), None)
 
     def tokens_for(self, unit_name: str) -> List[str]:
         """Every distinct token the joined Vault units published for ``unit_name``."""
@@ -130,7 +123,7 @@ class VaultKVRequires(Endpoint):
     def all_unit_tokens(self) -> List[str]:
         """Every distinct token published for this unit, under the requested name first."""
         tokens: List[str] = []
-        for name in dict.fromkeys([self.requested_unit_name, hookenv.local_unit()]):
+        for name in self.unit_names:
             tokens.extend(t for t in self.tokens_for(name) if t not in tokens)
         return tokens
 

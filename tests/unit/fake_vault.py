@@ -157,6 +157,10 @@ class FakeEndpoint:
     def requested_unit_name(self):
         return self.requests[-1]["unit_name"] if self.requests else self.juju["unit"]
 
+    @property
+    def unit_names(self):
+        return list(dict.fromkeys([self.requested_unit_name, self.juju["unit"]]))
+
     def grant(self, unit_name: str, role_id: str, secret_id: str, token: str) -> None:
         """What the vault charm does for a new request: an AppRole and a wrapped secret_id."""
         self.server.roles[role_id] = secret_id

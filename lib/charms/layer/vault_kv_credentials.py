@@ -124,8 +124,7 @@ def granted_credentials(endpoint) -> Tuple[Optional[str], List[str]]:
     The name this unit asked to be known by comes first; the Juju unit name
     after it, for providers that ignore ``unit_name``.
     """
-    names = [endpoint.requested_unit_name, hookenv.local_unit()]
-    for name in dict.fromkeys(names):
+    for name in endpoint.unit_names:
         role_id = endpoint.role_id_for(name)
         if role_id:
             return role_id, endpoint.tokens_for(name)
