@@ -4,19 +4,76 @@ A provider reads each remote unit's request with :meth:`requests`, creates the
 backend, policy and AppRole in Vault, then answers with :meth:`publish_url`,
 :meth:`publish_ca` and :meth:`set_role_id`.  See README.md for the protocol.
 
+The method names and keyword names are those of the earlier
+interface:vault-kv, which the vault charm calls: ``publish_url(vault_url=,
+remote_binding=)``, ``publish_ca(vault_ca=)`` (already base64),
+``get_remote_unit_name(unit)``, ``set_role_id(unit=, role_id=, token=)`` and
+``requests()``.
+
 Flags: ``{endpoint_name}.connected`` while any unit is related and
 ``endpoint.{endpoint_name}.new-request`` when a request field changed.
 """
 
+import ipaddress
 import re
-from typing import Any, Dict, List, Optional
+from subprocess import CalledProcessError
+from typing import Any, Dict, List, Optional, Union
 
 from charmhelpers.core import hookenv
 from charms.reactive import Endpoint, clear_flag, is_flag_set, toggle_flag, when_not
 
-from .relation_data import encode_ca, expect, non_empty_string
+from .relation_data import decode_ca_bytes, expect, non_empty_string
 
 REQUEST_FIELDS = ("secret_backend", "access_address", "hostname", "isolated", "unit_name")
+
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+
+def binding_networks(binding: str) -> Optional[List[IPNetwork]]:
+    """The networks of the local binding ``binding``, or None if unknown.
+
+    Read from ``network-get``: every ``cidr`` of every bind address.  Any
+    failure (no network-get, an error from it, missing keys, a bad cidr) is
+    None, which callers take as "cannot filter".  Logged at DEBUG by binding
+    name only.
+    """
+    try:
+        info = hookenv.network_get(binding)
+        if not isinstance(info, dict):
+            raise TypeError("network-get answer is not a mapping")
+        networks = []
+        for bind in info["bind-addresses"]:
+            for address in bind["addresses"]:
+                cidr = address["cidr"]
+                if not isinstance(cidr, str):
+                    raise TypeError("cidr is not a string")
+                networks.append(ipaddress.ip_network(cidr, strict=False))
+    except (NotImplementedError, CalledProcessError, OSError, KeyError, IndexError, TypeError, ValueError):
+        networks = []
+    if not networks:
+        hookenv.log(
+            "vault-kv: cannot determine the network of binding {!r}; publishing vault_url unfiltered".format(binding),
+            level=hookenv.DEBUG,
+        )
+        return None
+    return networks
+
+
+def remote_address(relation) -> Optional[IPAddress]:
+    """IP address of the relation's first remote unit: ingress-address, else access_address."""
+    units = relation.units
+    if not units:
+        return None
+    data = units[0].received
+    for field in ("ingress-address", "access_address"):
+        value = data.get(field)
+        if isinstance(value, str) and value.strip():
+            try:
+                return ipaddress.ip_address(value.strip())
+            except ValueError:
+                continue
+    return None
 
 
 class VaultKVProvides(Endpoint):
@@ -39,20 +96,57 @@ class VaultKVProvides(Endpoint):
         clear_flag(self.expand_name("{endpoint_name}.connected"))
         clear_flag(self.expand_name("endpoint.{endpoint_name}.new-request"))
 
-    def publish_url(self, vault_url: str) -> None:
-        """Tell every related unit where the Vault API is."""
+    def publish_url(self, vault_url: str, remote_binding: Optional[str] = None) -> None:
+        """Tell related units where the Vault API is.
+
+        Without ``remote_binding`` every relation gets ``vault_url``.  With it
+        (the vault charm calls once with ``'access'``, then with
+        ``'external'`` for its external URL), a relation gets ``vault_url``
+        if it has none published yet, or if its first remote unit's address
+        (``ingress-address``, else ``access_address``) lies in the network of
+        the local binding ``remote_binding``.  If that network cannot be
+        determined, every relation gets it (fail open).  So the first call
+        sets every relation, the second overrides only those whose remote
+        unit is in the external network, and the next hook flips nothing.
+        """
+        networks: Optional[List[IPNetwork]] = None
+        looked_up = False
         for relation in self.relations:
+            if remote_binding and relation.to_publish.get("vault_url"):
+                if not looked_up:
+                    networks = binding_networks(remote_binding)
+                    looked_up = True
+                if networks is not None:
+                    address = remote_address(relation)
+                    if address is None or not any(address in network for network in networks):
+                        continue
             relation.to_publish["vault_url"] = vault_url
 
-    def publish_ca(self, ca_pem: Optional[str]) -> None:
-        """Publish the PEM CA that signs Vault's certificate (base64-encoded)."""
+    def publish_ca(self, vault_ca: Optional[str]) -> None:
+        """Publish ``vault_ca``: the CA that signs Vault's certificate, ALREADY base64-encoded.
+
+        The value is published unchanged, as the vault charm passes its
+        ``ssl-ca`` option (base64 of PEM).  None or empty removes the CA.
+        A value that is not base64 of a PEM certificate is still published,
+        with a warning (requirers will ignore it).
+        """
+        if isinstance(vault_ca, bytes):
+            vault_ca = vault_ca.decode("ascii")
+        if vault_ca is not None and not isinstance(vault_ca, str):
+            raise TypeError("publish_ca: vault_ca must be a base64 string or None")
+        if not vault_ca or not vault_ca.strip():
+            vault_ca = None
+        else:
+            decode_ca_bytes(vault_ca)  # logs (field name only) if requirers will not accept it
         for relation in self.relations:
-            relation.to_publish["vault_ca"] = encode_ca(ca_pem) if ca_pem else None
+            relation.to_publish["vault_ca"] = vault_ca
 
     @staticmethod
-    def remote_unit_name(unit) -> str:
+    def get_remote_unit_name(unit) -> str:
         """The unit_name a requirer asked to be known by (its Juju name if none)."""
         return non_empty_string("unit_name", unit.received.get("unit_name")) or unit.unit_name
+
+    remote_unit_name = get_remote_unit_name  # the name this interface used before
 
     def set_role_id(self, unit, role_id: str, token: str) -> None:
         """Publish ``{unit_name}_role_id`` and ``{unit_name}_token`` for one requirer unit.
@@ -61,7 +155,7 @@ class VaultKVProvides(Endpoint):
         answers published earlier under another name for the same unit number
         are blanked, as the vault charm does.
         """
-        unit_name = self.remote_unit_name(unit)
+        unit_name = self.get_remote_unit_name(unit)
         number = unit_name.rsplit("/", 1)[-1]
         stale = re.compile(r".*/{}_(role_id|token)$".format(re.escape(number)))
         current = ("{}_role_id".format(unit_name), "{}_token".format(unit_name))
@@ -95,7 +189,7 @@ class VaultKVProvides(Endpoint):
                 found.append(
                     {
                         "unit": unit,
-                        "unit_name": self.remote_unit_name(unit),
+                        "unit_name": self.get_remote_unit_name(unit),
                         "secret_backend": backend,
                         "access_address": address,
                         "ingress_address": data.get("ingress-address") or address,

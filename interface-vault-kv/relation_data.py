@@ -62,27 +62,36 @@ def non_empty_string(field: str, value: Any) -> Optional[str]:
     return expect(field, value, str, lambda v: bool(v.strip()))
 
 
-def decode_ca(value: Any) -> Optional[str]:
-    """Decode ``vault_ca`` (base64 of a PEM bundle) to PEM text, or None.
+def decode_ca_bytes(value: Any) -> Optional[bytes]:
+    """Decode ``vault_ca`` (base64 of a PEM bundle) to the PEM bytes, or None.
 
-    A value that is not base64 of something that looks like a certificate is
-    dropped with a log line: using it would only make TLS fail later with a
-    less helpful error.
+    Whitespace inside the base64 is ignored: ``base64 ca.pem`` wraps its
+    output in lines, and that is how operators set the vault charm's
+    ``ssl-ca`` option.  A value that is not base64 of text holding a PEM
+    certificate is dropped with a log line: using it would only make TLS
+    fail later with a less helpful error.
     """
     encoded = non_empty_string("vault_ca", value)
     if encoded is None:
         return None
     try:
-        pem = base64.b64decode(encoded, validate=True).decode("ascii")
+        pem = base64.b64decode("".join(encoded.split()), validate=True)
+        text = pem.decode("utf-8")
     except (binascii.Error, ValueError, UnicodeDecodeError):
         _log("vault-kv: ignoring relation field 'vault_ca': not base64 of a PEM certificate")
         return None
-    if "-----BEGIN CERTIFICATE-----" not in pem:
+    if "-----BEGIN CERTIFICATE-----" not in text:
         _log("vault-kv: ignoring relation field 'vault_ca': no PEM certificate in it")
         return None
     return pem
 
 
+def decode_ca(value: Any) -> Optional[str]:
+    """Decode ``vault_ca`` to PEM text, or None (see :func:`decode_ca_bytes`)."""
+    pem = decode_ca_bytes(value)
+    return None if pem is None else pem.decode("utf-8")
+
+
 def encode_ca(pem: str) -> str:
     """Encode PEM text the way ``vault_ca`` is published (base64)."""
-    return base64.b64encode(pem.encode("ascii")).decode("ascii")
+    return base64.b64encode(pem.encode("utf-8")).decode("ascii")

@@ -5,6 +5,11 @@ Flags set here, for the layer and for charms:
 - ``{endpoint_name}.connected``: a Vault application is related.
 - ``{endpoint_name}.available``: Vault published its URL and, for this unit, a
   role id and a one-shot token, all well formed.
+
+The names of the earlier interface:vault-kv keep working for charms written
+against it: ``endpoint_address``, ``request_secret_backend(name, isolated)``,
+``unit_role_id``, ``unit_token``, ``all_unit_tokens``, ``vault_url`` and
+``vault_ca`` (PEM *bytes*, as before; :attr:`vault_ca_pem` is the same as text).
 """
 
 import socket
@@ -13,7 +18,7 @@ from typing import List, Optional
 from charmhelpers.core import hookenv
 from charms.reactive import Endpoint, clear_flag, toggle_flag, when_not
 
-from .relation_data import decode_ca, decode_json, expect, non_empty_string
+from .relation_data import decode_ca, decode_ca_bytes, decode_json, expect, non_empty_string
 
 
 class VaultKVRequires(Endpoint):
@@ -44,6 +49,11 @@ class VaultKVRequires(Endpoint):
             return hookenv.network_get_primary_address(self.endpoint_name)
         except NotImplementedError:
             return hookenv.unit_private_ip()
+
+    @property
+    def endpoint_address(self) -> str:
+        """The earlier interface's name for :attr:`access_address`."""
+        return self.access_address
 
     def request_secret_backend(self, name: str, isolated: bool = True, unit_name: Optional[str] = None) -> None:
         """Ask Vault for the kv backend ``name`` and an AppRole to reach it.
@@ -138,6 +148,15 @@ class VaultKVRequires(Endpoint):
         )
 
     @property
-    def vault_ca(self) -> Optional[str]:
-        """PEM text of the CA that signed Vault's certificate, if published."""
+    def vault_ca(self) -> Optional[bytes]:
+        """The CA that signed Vault's certificate, as PEM **bytes**, if published.
+
+        Bytes, as the earlier interface returned (``base64.b64decode`` of the
+        published value); None when absent or not base64 of a PEM certificate.
+        """
+        return decode_ca_bytes(self._received("vault_ca"))
+
+    @property
+    def vault_ca_pem(self) -> Optional[str]:
+        """The same CA as :attr:`vault_ca`, as PEM text (str), or None."""
         return decode_ca(self._received("vault_ca"))

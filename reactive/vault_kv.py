@@ -78,10 +78,16 @@ def continue_migration():
         vault_kv.VaultAppKV.forget()
 
 
-@when("vault-kv.available")
+@when("vault-kv.connected")
 @when_not("layer.vault-kv.migration.in-progress")
 def update_ready():
-    """Ready only once Vault answered, and only after the app-kv flags are derived."""
+    """Ready only once Vault answered, and only after the app-kv flags are derived.
+
+    Runs on ``vault-kv.connected``, not ``vault-kv.available``: the vault charm
+    answers a unit name only once, so a relation removed and added again (or a
+    refresh back to an earlier name) carries no role id or token for this
+    unit, and the credentials it held before are what it can log in with.
+    """
     try:
         vault_kv.VaultAppKV()
     except vault_kv.VaultCredentialsInvalid as error:
@@ -93,12 +99,6 @@ def update_ready():
     else:
         set_flag(FLAG_READY)
         vault_kv_status.resolved()
-
-
-@when_not("vault-kv.available")
-def not_available():
-    """Without Vault's answer on the relation there is nothing to be ready with."""
-    clear_flag(FLAG_READY)
 
 
 @when("layer.vault-kv.ready")

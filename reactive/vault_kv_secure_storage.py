@@ -1,16 +1,24 @@
 """Secure storage of the kube-apiserver encryption-at-rest key (opt-in).
 
-Enabled by the layer option ``encryption-config-path``.  The flag names are
-kubernetes-control-plane's, so that charm can drop its own handlers:
+Enabled by the layer option ``encryption-config-path``.  When it is empty (the
+default, and what kubernetes-control-plane 1.24 to 1.28 builds have) this
+module registers no handler at all: it never touches a
+``kubernetes-control-plane.*`` flag nor the file, so the charm's own
+handlers keep sole charge of them.
 
-- only the leader provides ``encryption_key``, only when the layer is ready,
-  ``layer.vault-kv.app-kv.set.encryption_key`` is unset and no data move is
-  under way; it restores the key from this unit's EncryptionConfiguration
-  file before it would ever generate one;
+When enabled, it does what kubernetes-control-plane's handlers do, in the same
+formats (see ``vault_kv_encryption_config``), so the two can run side by side
+and still leave one key list, identical on every unit:
+
+- only the leader provides ``encryption_key``, only when the layer is ready
+  and ``layer.vault-kv.app-kv.set.encryption_key`` is unset; it restores the
+  key from its own file before it would ever generate one, and a file that
+  exists but cannot be read blocks it instead of generating;
 - every unit writes the key to the file when ready and the key is set, then
   sets ``kubernetes-control-plane.secure-storage.created``;
-- every unit clears that flag when Vault is no longer ready, except while
-  the layer itself is moving to a new backend.
+- ``created`` is cleared only when the vault-kv relation is gone, never for a
+  transient Vault outage (a sealed Vault must not make a charm redo its
+  secure storage) and never during a move to a new backend.
 """
 
 from charmhelpers.core import hookenv
@@ -37,54 +45,52 @@ def _read_local_key():
 if config_path():
     vault_kv_local_copies.register_local_copy(KEY, _read_local_key)
 
+    @when("layer.vault-kv.ready")
+    @when_not("layer.vault-kv.app-kv.set.encryption_key")
+    @when_not("layer.vault-kv.migration.in-progress")
+    def provide_encryption_key():
+        """The leader fills in a missing key: from its own file if it has one, else a new one."""
+        if not hookenv.is_leader():
+            return
+        try:
+            value = _read_local_key()
+        except encryption_config.EncryptionConfigError as error:
+            vault_kv_status.blocked("{}; fix or remove it, no key was generated".format(error))
+            return
+        source = "this unit's encryption configuration"
+        if value is None:
+            value = encryption_config.generate_key()
+            source = "a newly generated key"
+        try:
+            vault_kv.VaultAppKV()[KEY] = value
+        except vault_kv.VaultNotReady as error:
+            hookenv.log("vault-kv: encryption key not stored yet: {}".format(error), level=hookenv.WARNING)
+            return
+        hookenv.log("vault-kv: stored encryption_key from {}".format(source), level=hookenv.INFO)
 
-@when("layer.vault-kv.ready")
-@when_not("layer.vault-kv.app-kv.set.encryption_key")
-@when_not("layer.vault-kv.migration.in-progress")
-def provide_encryption_key():
-    """The leader fills in a missing key: from its own file if it has one, else a new one."""
-    if not config_path() or not hookenv.is_leader():
-        return
-    value = vault_kv_local_copies.local_value(KEY)
-    source = "this unit's EncryptionConfiguration"
-    if value is None:
-        value = encryption_config.generate_key()
-        source = "a newly generated key"
-    try:
-        vault_kv.VaultAppKV()[KEY] = value
-    except vault_kv.VaultNotReady as error:
-        hookenv.log("vault-kv: encryption key not stored yet: {}".format(error), level=hookenv.WARNING)
-        return
-    hookenv.log("vault-kv: stored encryption_key from {}".format(source), level=hookenv.INFO)
+    @when("layer.vault-kv.ready", "layer.vault-kv.app-kv.set.encryption_key")
+    def write_encryption_config():
+        """Make the file hold Vault's key (rewritten only when it differs), then flag it."""
+        path = config_path()
+        try:
+            value = vault_kv.VaultAppKV().get(KEY)
+        except vault_kv.VaultNotReady:
+            return
+        if value is None:
+            return
+        try:
+            changed = encryption_config.write_key(path, value)
+        except (OSError, ValueError) as error:
+            set_flag(FLAG_FAILED)
+            vault_kv_status.blocked("cannot write the encryption configuration: {}".format(error))
+            return
+        clear_flag(FLAG_FAILED)
+        if changed:
+            hookenv.log("vault-kv: wrote the encryption key to {}".format(path), level=hookenv.INFO)
+        set_flag(FLAG_CREATED)
 
-
-@when("layer.vault-kv.ready", "layer.vault-kv.app-kv.set.encryption_key")
-def write_encryption_config():
-    """Make the file hold Vault's key (rewritten only when it differs), then flag it."""
-    path = config_path()
-    if not path:
-        return
-    try:
-        value = vault_kv.VaultAppKV().get(KEY)
-    except vault_kv.VaultNotReady:
-        return
-    if value is None:
-        return
-    try:
-        changed = encryption_config.write_key(path, value)
-    except (OSError, ValueError) as error:
-        set_flag(FLAG_FAILED)
-        vault_kv_status.blocked("cannot write the encryption configuration: {}".format(error))
-        return
-    clear_flag(FLAG_FAILED)
-    if changed:
-        hookenv.log("vault-kv: wrote the encryption key to {}".format(path), level=hookenv.INFO)
-    set_flag(FLAG_CREATED)
-
-
-@when("kubernetes-control-plane.secure-storage.created")
-@when_not("layer.vault-kv.ready")
-@when_not("layer.vault-kv.migration.in-progress")
-def vault_no_longer_ready():
-    """Without Vault the stored key can no longer be vouched for."""
-    clear_flag(FLAG_CREATED)
+    @when("kubernetes-control-plane.secure-storage.created")
+    @when_not("vault-kv.connected")
+    def vault_relation_gone():
+        """Without a vault-kv relation the stored key can no longer be vouched for."""
+        clear_flag(FLAG_CREATED)

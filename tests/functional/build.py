@@ -33,6 +33,7 @@ def build() -> None:
     (work / "interfaces").mkdir()
     stage_layer(work / "layers" / "vault-kv")
     (work / "layers" / "kcp-consumer-core").symlink_to(REPO / "tests" / "charms" / "kcp-consumer-core")
+    (work / "layers" / "vaultlocker-sim").symlink_to(REPO / "tests" / "layers" / "vaultlocker-sim")
     (work / "interfaces" / "vault-kv").symlink_to(REPO / "interface-vault-kv")
     env = dict(os.environ, CHARM_LAYERS_DIR=str(work / "layers"), CHARM_INTERFACES_DIR=str(work / "interfaces"))
     env["PATH"] = "{}:{}".format(Path(sys.executable).parent, env.get("PATH", ""))

@@ -13,7 +13,7 @@ import pytest
 
 APP = "kubernetes-control-plane"
 LEGACY = "charm-" + APP
-GENERATED = "stored encryption_key from a newly generated key"
+GENERATED = "kcp-consumer: generated a new encryption_key"
 DONE = "layer.vault-kv.migration.done"
 
 

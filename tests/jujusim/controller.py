@@ -8,7 +8,8 @@ flags, ``atstart``/``atexit`` and unitdata behave as on a real unit.
 Each unit gets its own copy of the charm (as Juju unpacks it per unit) and,
 where the kernel allows it, its own view of ``/var`` (an overlay in a private
 mount namespace), so files a charm writes to absolute paths such as
-``/var/snap/kube-apiserver/...`` stay per unit and never touch the host.
+``/var/snap/kube-apiserver/...`` stay per unit and never touch the host, and
+its own host name (a private UTS namespace), as units on separate machines.
 """
 
 import json
@@ -271,9 +272,15 @@ class Controller:
         script = (
             "mount --make-rprivate / && "
             "mount -t overlay overlay -o lowerdir=/var,upperdir={},workdir={} /var && "
+            "hostname {} && "
             'exec "$@"'
-        ).format(upper, work)
-        return ["unshare", "-m", "sh", "-c", script, "jujusim-hook"] + command
+        ).format(upper, work, self.hostname(unit_info))
+        return ["unshare", "-m", "-u", "sh", "-c", script, "jujusim-hook"] + command
+
+    @staticmethod
+    def hostname(unit_info: Dict[str, Any]) -> str:
+        """The machine name a unit's hooks see (its own UTS namespace), as on separate machines."""
+        return "juju-{}-{}".format(unit_info["model"][:8], unit_info["name"].replace("/", "-"))[:63]
 
     def hook_environment(
         self, model: str, unit: str, hook: str, item: Optional[Dict[str, Any]] = None

@@ -7,8 +7,9 @@ exactly the layer and interface being tested.  Wheels are taken as binaries
 with an interpreter that already has the dependencies anyway.
 
 Outputs (git-ignored):
-  build/charms/current/kcp-consumer   backend charm-{model-uuid}-{app}
-  build/charms/legacy/kcp-consumer    backend charm-{app}, as 1.27-era charms
+  build/charms/current/kcp-consumer   kubernetes-control-plane 1.28-shaped: charm-{model-uuid}-{app}
+  build/charms/legacy/kcp-consumer    the same handlers with charm-{app}, as 1.27 was first released
+  build/charms/ss/kcp-consumer        1.28-shaped with the layer's secure storage on as well
   build/charms/current/vault-sim      the simulated vault application
 
 Run: python -m tests.support.build_charms [build-dir]
@@ -35,6 +36,7 @@ SOURCES = [
 BUILDS = [
     ("current", "tests/charms/kcp-consumer"),
     ("legacy", "tests/charms/kcp-consumer-legacy"),
+    ("ss", "tests/charms/kcp-consumer-ss"),
     ("current", "tests/charms/vault-sim"),
 ]
 
@@ -73,6 +75,7 @@ def charm_paths(build_dir: Path):
     return {
         "current": charms / "current" / "kcp-consumer",
         "legacy": charms / "legacy" / "kcp-consumer",
+        "ss": charms / "ss" / "kcp-consumer",
         "vault": charms / "current" / "vault-sim",
     }
 
@@ -93,6 +96,7 @@ def build(build_dir: Path = REPO / "build", force: bool = False) -> dict:
     interfaces.mkdir(parents=True)
     stage_layer(layers / "vault-kv")
     (layers / "basic-sim").symlink_to(REPO / "tests/layers/basic-sim")
+    (layers / "vaultlocker-sim").symlink_to(REPO / "tests/layers/vaultlocker-sim")
     (layers / "kcp-consumer-core").symlink_to(REPO / "tests/charms/kcp-consumer-core")
     (interfaces / "vault-kv").symlink_to(REPO / "interface-vault-kv")
     env = dict(os.environ)

@@ -5,6 +5,7 @@ real OpenBao; consumer models relate to it across models, as clusters that
 share one Vault do.
 """
 
+import base64
 import tempfile
 from pathlib import Path
 from typing import Dict, Optional
@@ -29,7 +30,9 @@ class Cluster:
         self.controller = Controller(self.workdir)
         self.controller.hook_env["JUJUSIM_VAULT_URL"] = bao.url
         self.vault_model = self.controller.add_model("vault")
-        config = {"bao-url": bao.url, "bao-token": "root", "bao-ca-file": bao.ca_file or ""}
+        config = {"bao-url": bao.url, "bao-token": "root", "bao-ca-file": bao.ca_file or "", "ssl-ca": ""}
+        if bao.ca_file:  # the vault charm's ssl-ca option holds base64 PEM
+            config["ssl-ca"] = base64.b64encode(Path(bao.ca_file).read_bytes()).decode("ascii")
         self.controller.deploy(self.vault_model, "vault", str(charms["vault"]), 1, config=config)
         self.relations: Dict[str, str] = {}
 
@@ -53,6 +56,12 @@ class Cluster:
 
     def settle(self, **kwargs) -> int:
         return self.controller.settle(**kwargs)
+
+    def update_status(self, model: str) -> None:
+        """Juju's periodic update-status on every unit of ``model`` (statuses settle in it)."""
+        for unit in self.units(model):
+            self.controller.queue(model, unit, "update-status")
+        self.settle()
 
     def refresh_secrets(self) -> None:
         """The vault charm's refresh-secrets action: a new secret_id for every unit."""
@@ -98,9 +107,9 @@ class Cluster:
             for u in self.units(model)
         )
 
-    def key_changes(self, model: str, unit: str):
-        """Every app-kv.changed.encryption_key the unit's charm was told about."""
-        return self.controller.unitdata(model, unit).get("kcp-consumer.key-changes") or []
+    def key_changes(self, model: str, unit: str) -> int:
+        """How many apiserver restarts the charm made for app-kv.changed.encryption_key."""
+        return self.controller.unitdata(model, unit).get("kcp-consumer.apiserver-restarts") or 0
 
     def flags(self, model: str, unit: str):
         return self.controller.flags(model, unit)

@@ -91,6 +91,9 @@ def juju(tmp_path, monkeypatch):
     hookenv.status_set.side_effect = lambda s, m: state.__setitem__("status", (s, m))
     hookenv.status_get.side_effect = lambda: state["status"]
     hookenv.leader_set.side_effect = lambda data=None, **kw: state["leader_data"].update(data or {}, **kw)
+    hookenv.leader_get.side_effect = lambda key=None: (
+        dict(state["leader_data"]) if key is None else state["leader_data"].get(key)
+    )
     hookenv.DEBUG, hookenv.INFO, hookenv.WARNING, hookenv.ERROR = "DEBUG", "INFO", "WARNING", "ERROR"
     state["charm_dir"] = tmp_path
     return state

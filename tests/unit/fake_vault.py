@@ -113,6 +113,20 @@ class FakeClient:
             raise errors.InvalidRequest("no data provided")
         self._server.data[path] = dict(data)  # kv v1: the whole secret is replaced
 
+    def list(self, path: str) -> Optional[dict]:
+        """kv v1 list: the names one level below ``path`` (folders end with "/"), None if none."""
+        self._request("list", path)
+        self._authorise(path)
+        prefix = path.rstrip("/") + "/"
+        names = sorted(
+            {
+                p[len(prefix) :].split("/", 1)[0] + ("/" if "/" in p[len(prefix) :] else "")
+                for p in self._server.data
+                if p.startswith(prefix)
+            }
+        )
+        return {"data": {"keys": names}} if names else None
+
     def delete(self, path: str):
         self._request("delete", path)
         self._authorise(path)

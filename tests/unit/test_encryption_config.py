@@ -1,4 +1,4 @@
-"""The EncryptionConfiguration file: reading both forms, writing safely, keeping rotations."""
+"""The encryption configuration file: kubernetes-control-plane's form, both file forms read, safe writes."""
 
 import base64
 import os
@@ -9,9 +9,15 @@ import yaml
 
 from charms.layer import vault_kv_encryption_config as ec
 
-KEY_A = base64.b64encode(b"a" * 32).decode()
-KEY_B = base64.b64encode(b"b" * 32).decode()
-KEY_C = base64.b64encode(b"c" * 32).decode()
+# Vault values, as kubernetes-control-plane generates them (32 letters and digits) ...
+KEY_A = "A" * 16 + "a1" * 8
+KEY_B = "B" * 16 + "b2" * 8
+KEY_C = "C" * 16 + "c3" * 8
+
+
+def secret(value):
+    """... and the file's ``secret`` for each: base64 of the value's bytes."""
+    return base64.b64encode(value.encode()).decode()
 
 
 def write(path, document):
@@ -23,12 +29,53 @@ def config(kind, api, providers):
 
 
 def aescbc(*keys):
-    return {"aescbc": {"keys": [{"name": name, "secret": secret} for name, secret in keys]}}
+    return {"aescbc": {"keys": [{"name": name, "secret": secret(value)} for name, value in keys]}}
 
 
-def test_generated_keys_are_32_random_bytes():
+def charm_file_text(value):
+    """The file kubernetes-control-plane 1.24-1.28 writes (_write_encryption_config), rebuilt here."""
+    document = {
+        "kind": "EncryptionConfig",
+        "apiVersion": "v1",
+        "resources": [{"resources": ["secrets"], "providers": [aescbc(("key1", value)), {"identity": {}}]}],
+    }
+    return yaml.safe_dump(document)
+
+
+def test_generated_keys_are_32_letters_and_digits_as_the_charm_makes_them():
     first, second = ec.generate_key(), ec.generate_key()
-    assert len(base64.b64decode(first)) == 32 and first != second
+    assert len(first) == 32 and first.isalnum() and first.isascii() and first != second
+    assert ec.valid_key(first)
+
+
+def test_first_write_is_byte_identical_to_the_charms_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    assert ec.write_key(str(path), KEY_A) is True
+    assert path.read_text() == charm_file_text(KEY_A)
+    assert (
+        len(
+            base64.b64decode(
+                yaml.safe_load(path.read_text())["resources"][0]["providers"][0]["aescbc"]["keys"][0]["secret"]
+            )
+        )
+        == 32
+    )
+
+
+def test_the_charms_file_reads_back_as_the_vault_value_and_is_not_rewritten(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(charm_file_text(KEY_A))
+    assert ec.read_key(str(path)) == KEY_A
+    assert ec.write_key(str(path), KEY_A) is False
+    assert path.read_text() == charm_file_text(KEY_A)
+
+
+def test_identity_only_file_of_an_unencrypted_start_becomes_the_charms_form(tmp_path):
+    path = tmp_path / "c.yaml"
+    write(path, config("EncryptionConfig", "v1", [{"identity": {}}]))
+    assert ec.read_key(str(path)) is None
+    assert ec.write_key(str(path), KEY_A) is True
+    assert path.read_text() == charm_file_text(KEY_A)
 
 
 def test_missing_file_reads_as_no_key(tmp_path):
@@ -64,12 +111,12 @@ def test_unusable_files_are_a_clear_error(tmp_path, text):
         ec.read_key(str(path))
 
 
-def test_written_file_is_0600_current_form_aescbc_then_identity(tmp_path):
+def test_written_file_is_0600_charm_form_aescbc_then_identity(tmp_path):
     path = tmp_path / "dir" / "c.yaml"
     assert ec.write_key(str(path), KEY_A) is True
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     document = yaml.safe_load(path.read_text())
-    assert document["kind"] == "EncryptionConfiguration" and document["apiVersion"] == "apiserver.config.k8s.io/v1"
+    assert document["kind"] == "EncryptionConfig" and document["apiVersion"] == "v1"
     providers = document["resources"][0]["providers"]
     assert providers == [aescbc(("key1", KEY_A)), {"identity": {}}]
     assert document["resources"][0]["resources"] == ["secrets"]
@@ -111,7 +158,7 @@ def test_a_new_key_gets_a_fresh_name(tmp_path):
 
 def test_invalid_key_is_refused_without_echoing_it(tmp_path):
     with pytest.raises(ValueError) as raised:
-        ec.write_key(str(tmp_path / "c.yaml"), "not-a-key-SECRETISH")
+        ec.write_key(str(tmp_path / "c.yaml"), "too-short-SECRETISH")
     assert "SECRETISH" not in str(raised.value)
     assert not (tmp_path / "c.yaml").exists()
 

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import subprocess
 
 import pytest
 from charmhelpers.core import hookenv
@@ -66,7 +67,26 @@ class TestRequires:
         assert endpoint.unit_role_id == "role-0"
         assert endpoint.unit_token == "tok-0"
         assert endpoint.all_unit_tokens == ["tok-0"]
-        assert endpoint.vault_ca == PEM
+        assert endpoint.vault_ca == PEM.encode()
+        assert endpoint.vault_ca_pem == PEM
+
+    def test_vault_ca_in_wrapped_base64_lines_is_read(self, flags, juju):
+        # `base64 ca.pem` wraps at 76 characters; operators paste that into the vault charm's ssl-ca.
+        long_pem = PEM.replace("MIIBfake", "M" * 200)
+        encoded = base64.b64encode(long_pem.encode()).decode()
+        wrapped = "\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76)) + "\n"
+        endpoint = make_requires(dict(GOOD, vault_ca=wrapped))
+        assert endpoint.vault_ca == long_pem.encode()
+        assert endpoint.vault_ca_pem == long_pem
+
+    def test_no_vault_ca_reads_none(self, flags, juju):
+        endpoint = make_requires({k: v for k, v in GOOD.items() if k != "vault_ca"})
+        assert endpoint.vault_ca is None and endpoint.vault_ca_pem is None
+
+    def test_endpoint_address_is_the_access_address(self, flags, juju):
+        hookenv.network_get_primary_address.side_effect = lambda name: {"vault-kv": "10.2.2.2"}[name]
+        endpoint = make_requires(GOOD)
+        assert endpoint.endpoint_address == endpoint.access_address == "10.2.2.2"
 
     def test_request_publishes_every_field(self, flags, juju):
         hookenv.network_get_primary_address.side_effect = lambda name: "10.1.1.1"
@@ -121,7 +141,9 @@ class TestRequires:
 
     @pytest.mark.parametrize("ca", ["%%%not-base64", base64.b64encode(b"just text").decode()])
     def test_bad_ca_is_dropped(self, flags, juju, ca):
-        assert make_requires(dict(GOOD, vault_ca=ca)).vault_ca is None
+        endpoint = make_requires(dict(GOOD, vault_ca=ca))
+        assert endpoint.vault_ca is None
+        assert endpoint.vault_ca_pem is None
 
     def test_departed_clears_flags(self, flags, juju):
         endpoint = make_requires(GOOD)
@@ -132,12 +154,18 @@ class TestRequires:
 
 def make_provides(requests_by_unit):
     endpoint = provides.VaultKVProvides("secrets", ["secrets:1"])
+    relation = add_relation(endpoint, requests_by_unit)
+    endpoint.is_joined = True
+    return endpoint, relation
+
+
+def add_relation(endpoint, requests_by_unit):
+    """Relate ``endpoint`` to one more application whose units sent ``requests_by_unit``."""
     relation = Relation()
     for unit_name, data in requests_by_unit.items():
         relation.units.append(Unit({k: json.dumps(v) for k, v in data.items()}, unit_name, relation))
-    endpoint.relations = [relation]
-    endpoint.is_joined = True
-    return endpoint, relation
+    endpoint.relations = list(getattr(endpoint, "relations", None) or []) + [relation]
+    return relation
 
 
 REQUEST = {"secret_backend": "charm-app", "access_address": "10.0.0.5", "hostname": "h0", "isolated": False}
@@ -175,12 +203,136 @@ class TestProvides:
         assert relation.to_publish.raw_data["app/0_role_id"] == ""
         assert relation.to_publish["uuid-app/0_token"] == "tok-new"
 
-    def test_url_and_ca_are_published(self, flags, juju):
-        endpoint, relation = make_provides({"app/0": REQUEST})
+    def test_url_without_binding_goes_to_every_relation(self, flags, juju):
+        endpoint, first = make_provides({"app/0": REQUEST})
+        second = add_relation(endpoint, {"other/0": REQUEST})
+        second.to_publish["vault_url"] = "https://old:8200"
         endpoint.publish_url("https://v:8200")
+        assert first.to_publish["vault_url"] == second.to_publish["vault_url"] == "https://v:8200"
+
+    def test_ca_is_published_unchanged(self, flags, juju):
+        endpoint, relation = make_provides({"app/0": REQUEST})
+        encoded = base64.b64encode(PEM.encode()).decode()
+        endpoint.publish_ca(vault_ca=encoded)
+        assert relation.to_publish["vault_ca"] == encoded
+        assert make_requires({"vault_ca": relation.to_publish["vault_ca"]}).vault_ca == PEM.encode()
+
+    @pytest.mark.parametrize("empty", [None, ""])
+    def test_no_ca_removes_it(self, flags, juju, empty):
+        endpoint, relation = make_provides({"app/0": REQUEST})
+        endpoint.publish_ca(base64.b64encode(PEM.encode()).decode())
+        endpoint.publish_ca(empty)
+        assert relation.to_publish["vault_ca"] is None
+        assert make_requires({"vault_ca": relation.to_publish["vault_ca"]}).vault_ca is None
+
+    def test_ca_that_is_not_base64_is_still_published_as_is(self, flags, juju):
+        endpoint, relation = make_provides({"app/0": REQUEST})
         endpoint.publish_ca(PEM)
-        assert base64.b64decode(relation.to_publish["vault_ca"]).decode() == PEM
-        assert relation.to_publish["vault_url"] == "https://v:8200"
+        assert relation.to_publish["vault_ca"] == PEM
+
+    def test_remote_unit_name_under_both_names(self, flags, juju):
+        endpoint, relation = make_provides({"app/0": dict(REQUEST, unit_name="uuid-app/0"), "app/1": REQUEST})
+        first, second = relation.units
+        assert endpoint.get_remote_unit_name(first) == endpoint.remote_unit_name(first) == "uuid-app/0"
+        assert endpoint.get_remote_unit_name(second) == "app/1"
+
+
+def network_get_answer(*cidrs):
+    """What hookenv.network_get returns for a binding on these networks."""
+    return {
+        "bind-addresses": [
+            {"interface-name": "eth0", "addresses": [{"address": cidr.split("/")[0], "cidr": cidr} for cidr in cidrs]}
+        ],
+        "ingress-addresses": [cidr.split("/")[0] for cidr in cidrs],
+    }
+
+
+INTERNAL = "https://10.0.0.10:8200"
+EXTERNAL = "https://203.0.113.10:8200"
+NETWORKS = {"access": network_get_answer("10.0.0.0/24"), "external": network_get_answer("203.0.113.0/24")}
+
+
+@pytest.fixture
+def bindings(monkeypatch):
+    """hookenv.network_get answering for the vault unit's 'access' and 'external' bindings."""
+    answers = dict(NETWORKS)
+
+    def network_get(binding, relation_id=None):
+        answer = answers[binding]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(hookenv.network_get, "side_effect", network_get)
+    return answers
+
+
+def requester(address_field="ingress-address", address="10.0.0.5"):
+    return dict(REQUEST, **{address_field: address})
+
+
+class TestPublishUrlBinding:
+    def test_unset_url_is_set_even_outside_the_binding_network(self, flags, juju, bindings):
+        endpoint, relation = make_provides({"app/0": requester(address="192.168.9.9")})
+        endpoint.publish_url(vault_url=EXTERNAL, remote_binding="external")
+        assert relation.to_publish["vault_url"] == EXTERNAL
+
+    def test_url_is_overridden_for_a_remote_unit_inside_the_network(self, flags, juju, bindings):
+        endpoint, relation = make_provides({"app/0": requester(address="203.0.113.77")})
+        relation.to_publish["vault_url"] = INTERNAL
+        endpoint.publish_url(vault_url=EXTERNAL, remote_binding="external")
+        assert relation.to_publish["vault_url"] == EXTERNAL
+
+    def test_url_is_kept_for_a_remote_unit_outside_the_network(self, flags, juju, bindings):
+        endpoint, relation = make_provides({"app/0": requester(address="10.0.0.5")})
+        relation.to_publish["vault_url"] = INTERNAL
+        endpoint.publish_url(vault_url=EXTERNAL, remote_binding="external")
+        assert relation.to_publish["vault_url"] == INTERNAL
+
+    def test_access_address_is_used_without_ingress_address(self, flags, juju, bindings):
+        endpoint, relation = make_provides({"app/0": REQUEST})  # access_address 10.0.0.5, no ingress-address
+        relation.to_publish["vault_url"] = EXTERNAL
+        endpoint.publish_url(vault_url=INTERNAL, remote_binding="access")
+        assert relation.to_publish["vault_url"] == INTERNAL
+
+    def test_remote_unit_without_an_ip_address_keeps_its_url(self, flags, juju, bindings):
+        not_ips = {"ingress-address": "host.example", "access_address": "x"}
+        endpoint, relation = make_provides({"app/0": dict(REQUEST, **not_ips)})
+        relation.to_publish["vault_url"] = INTERNAL
+        endpoint.publish_url(vault_url=EXTERNAL, remote_binding="external")
+        assert relation.to_publish["vault_url"] == INTERNAL
+
+    def test_internal_then_external_each_hook_is_stable(self, flags, juju, bindings):
+        endpoint, inside = make_provides({"app/0": requester(address="10.0.0.5")})
+        outside = add_relation(endpoint, {"remote-app/0": requester(address="203.0.113.77")})
+        for _hook in range(3):
+            endpoint.publish_url(vault_url=INTERNAL, remote_binding="access")
+            endpoint.publish_url(vault_url=EXTERNAL, remote_binding="external")
+            assert inside.to_publish["vault_url"] == INTERNAL
+            assert outside.to_publish["vault_url"] == EXTERNAL
+
+    @pytest.mark.parametrize(
+        "failure",
+        [
+            NotImplementedError("juju 2.1"),
+            subprocess.CalledProcessError(1, ["network-get"]),
+            {"bind-addresses": [{"addresses": [{"address": "203.0.113.1"}]}]},
+            {"no-bind-addresses": []},
+            network_get_answer("not-a-cidr"),
+            {"bind-addresses": []},
+            None,
+        ],
+    )
+    def test_unknown_network_publishes(self, flags, juju, bindings, failure):
+        bindings["external"] = failure
+        hookenv.log.reset_mock()
+        endpoint, relation = make_provides({"app/0": requester(address="10.0.0.5")})
+        relation.to_publish["vault_url"] = INTERNAL
+        endpoint.publish_url(vault_url=EXTERNAL, remote_binding="external")
+        assert relation.to_publish["vault_url"] == EXTERNAL
+        logged = [str(c) for c in hookenv.log.call_args_list]
+        assert any("'external'" in line and "DEBUG" in line for line in logged)
+        assert not any(EXTERNAL in line or INTERNAL in line for line in logged)
 
     def test_changed_request_fields_raise_new_request(self, flags, juju):
         endpoint, _ = make_provides({"app/0": REQUEST})

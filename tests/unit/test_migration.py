@@ -110,20 +110,50 @@ def test_waits_until_vault_answers_the_new_request(legacy_unit, flags, juju):
     assert NEW + "/kv/app" not in legacy_unit.data
 
 
-def test_non_leader_waits_for_the_leader_then_switches(legacy_unit, flags, juju):
+def test_non_leader_holding_the_data_copies_what_is_missing_and_switches_without_waiting(legacy_unit, flags, juju):
     juju["leader"] = False
     upgrade(legacy_unit, flags)
     handlers.continue_migration()
-    assert "layer.vault-kv.migration.in-progress" in flags
-    assert "leader" in juju["status"][1]
-    assert NEW + "/kv/app" not in legacy_unit.data  # a non-leader never copies
-    juju["leader_data"]["vault-kv-migrated"] = NEW
-    from charmhelpers.core import hookenv
-
-    hookenv.leader_get.side_effect = lambda key=None: juju["leader_data"].get(key)
-    vault_kv.reset_cached_state()
-    handlers.continue_migration()
     assert "layer.vault-kv.migration.done" in flags
+    assert legacy_unit.data[NEW + "/kv/app"] == {"encryption_key": KEY}  # copied, not generated
+    assert legacy_unit.data[NEW + "/kv/migration"]["from"] == LEGACY
+    assert "vault-kv-migrated" not in juju["leader_data"]  # only a leader announces
+    vault_kv.reset_cached_state()
+    handlers.update_ready()
+    assert "layer.vault-kv.ready" in flags
+    assert "layer.vault-kv.app-kv.changed.encryption_key" not in flags
+
+
+def test_a_unit_added_during_the_move_waits_even_as_leader_until_a_moving_unit_filled_the_backend(
+    legacy_unit, flags, juju
+):
+    from conftest import new_unitdata
+
+    # the application had data in charm-app (the old layer's nonce says so); a new unit joins
+    juju["leader_data"].clear()
+    juju["leader_data"]["vault-kv-nonce"] = "n0"
+    new_unitdata()
+    flags.clear()
+    flags.update({"vault-kv.connected", "vault-kv.available"})
+    juju["unit"] = "app/3"
+    legacy_unit.endpoint.relations[0].to_publish.clear()  # its own side of the relation is new
+    handlers.request_vault_access()
+    assert "layer.vault-kv.migration.in-progress" not in flags  # it never had data anywhere
+    legacy_unit.endpoint.grant(UUID + "-app/3", "role-new-3", "secret-new-3", "token-new-3")
+    handlers.update_ready()
+    assert "layer.vault-kv.ready" not in flags  # so kubernetes-control-plane's leader cannot generate a key
+    assert juju["status"][0] == "waiting" and "moving" in juju["status"][1]
+    assert NEW + "/kv/app" not in legacy_unit.data
+    # a unit that holds the data moves it ...
+    legacy_unit.data[NEW + "/kv/app"] = {"encryption_key": KEY}
+    legacy_unit.data[NEW + "/kv/migration"] = {"from": LEGACY, "keys": ["encryption_key"]}
+    vault_kv.reset_cached_state()
+    handlers.update_ready()
+    # ... and the new leader announces it and is ready with the original key
+    assert "layer.vault-kv.ready" in flags
+    assert juju["leader_data"]["vault-kv-migrated"] == NEW
+    assert juju["leader_data"]["vault-kv-backend"] == NEW
+    assert vault_kv.VaultAppKV()["encryption_key"] == KEY
 
 
 def test_a_copy_that_does_not_read_back_fails_and_is_retried(legacy_unit, flags, juju):

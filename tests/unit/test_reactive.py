@@ -107,11 +107,14 @@ class TestReady:
         assert READY not in flags
         assert juju["status"][0] == "blocked"
 
-    def test_relation_data_gone_clears_ready(self, connected, flags):
+    def test_relation_data_gone_clears_ready(self, connected, flags, juju):
         flags.add(READY)
         flags.discard("vault-kv.available")
-        handlers.not_available()
+        connected.endpoint.vault_url = None
+        new_hook()
+        handlers.update_ready()
         assert READY not in flags
+        assert juju["status"][0] == "waiting"
 
     def test_relation_removed_clears_every_layer_flag(self, connected, flags):
         connected.data[APP] = {"encryption_key": "K"}
@@ -147,13 +150,15 @@ class TestHookExit:
     def test_unchanged_hook_writes_nothing(self, connected, juju):
         connected.data[APP] = {"encryption_key": "K"}
         vault_kv.VaultAppKV().update_hashes()
+        assert juju["leader_data"] == {"vault-kv-backend": "charm-app"}  # recorded once, by the first hook
         new_hook()
         before = list(connected.requests)
         handlers.derive_app_kv_flags()
         handlers.record_app_kv_hashes()
         added = connected.requests[len(before) :]
         assert [kind for kind, _ in added] == ["login", "read", "read"]
-        assert juju["leader_data"] == {}
+        assert juju["leader_data"] == {"vault-kv-backend": "charm-app"}
+        assert hookenv.leader_set.call_count == 1
 
     def test_exit_never_loads_the_store_itself(self, connected):
         handlers.record_app_kv_hashes()

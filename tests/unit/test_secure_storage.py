@@ -36,10 +36,12 @@ def storage(vault, flags, juju):
     vault_kv_local_copies._reset_for_tests()
 
 
-def test_off_without_the_option(vault, flags, juju):
+def test_off_without_the_option_registers_no_handler_and_no_local_copy(vault, flags, juju):
+    vault_kv_local_copies._reset_for_tests()
     module = load_handlers()
-    module.provide_encryption_key()
-    assert APP not in vault.data
+    for name in ("provide_encryption_key", "write_encryption_config", "vault_relation_gone"):
+        assert not hasattr(module, name)
+    assert vault_kv_local_copies.registered_keys() == []
 
 
 def test_leader_generates_a_valid_key_when_no_source_has_one(storage, vault, flags):
@@ -88,9 +90,9 @@ def test_unwritable_path_blocks_with_failed_flag_and_no_key_in_status(storage, v
     assert juju["status"][0] == "blocked" and key not in juju["status"][1]
 
 
-def test_created_is_cleared_when_vault_is_no_longer_ready(storage, flags):
+def test_created_is_cleared_only_when_the_relation_is_gone(storage, flags):
     flags.add(CREATED)
-    storage.vault_no_longer_ready()
+    storage.vault_relation_gone()
     assert CREATED not in flags
 
 

@@ -21,7 +21,7 @@ from typing import Any, Dict, Iterable, Optional
 from charmhelpers.core import hookenv
 from charms.reactive import clear_flag, get_flags, set_flag
 
-from charms.layer import vault_kv_local_copies, vault_kv_migration
+from charms.layer import vault_kv_local_copies, vault_kv_migration, vault_kv_options
 from charms.layer.vault_kv_credentials import get_vault_config
 from charms.layer.vault_kv_errors import VaultCredentialsInvalid, VaultNotReady
 from charms.layer.vault_kv_hashing import canonical_json, fingerprint, value_hash
@@ -203,11 +203,13 @@ class VaultUnitKV(_VaultBaseKV):
     """Data of this unit only, at ``{backend}/kv/unit/{unit-number}``.
 
     Keys are strings; values anything JSON can hold.  Every set is written to
-    Vault at once.  One instance per process.
+    Vault at once.  One instance per process.  ``backend_format`` is accepted
+    as the old layer did (another backend name template); other arguments
+    are ignored.
     """
 
-    def __init__(self) -> None:
-        config = get_vault_config()
+    def __init__(self, *_args: Any, backend_format: Optional[str] = None, **_kwds: Any) -> None:
+        config = get_vault_config(backend_format=backend_format)
         path = "{}/kv/unit/{}".format(config["secret_backend"], unit_number())
         super().__init__(path, session_for(config))
 
@@ -221,14 +223,17 @@ class VaultAppKV(_VaultBaseKV):
     the unit's stored one raises ``layer.vault-kv.app-kv.changed`` and
     ``layer.vault-kv.app-kv.changed.{key}``, and every key with a value has
     ``layer.vault-kv.app-kv.set.{key}``.  Hashes are stored at hook exit.
+    ``backend_format`` is accepted as the old layer did.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *_args: Any, backend_format: Optional[str] = None, **_kwds: Any) -> None:
         if vault_kv_migration.needed():
             raise VaultNotReady("app data is moving to a new backend")
-        config = get_vault_config()
+        config = get_vault_config(backend_format=backend_format)
         backend = config["secret_backend"]
         session = session_for(config)
+        if backend_format is None:
+            vault_kv_migration.settle_without_legacy(session)
         self._hash_path = "{}/kv/app-hashes/{}".format(backend, unit_number())
         super().__init__("{}/kv/app".format(backend), session)
         stored = session.read(self._hash_path)
@@ -250,10 +255,6 @@ class VaultAppKV(_VaultBaseKV):
         else:
             self._new_hashes.pop(key, None)
         self._manage_flags(key)
-
-    def _rehash(self, key: str) -> None:
-        """Compatibility with the old layer's private API."""
-        self._after_change(key)
 
     def _manage_flags(self, key: str) -> None:
         key_changed = FLAG_PREFIX + "changed." + key
@@ -303,6 +304,17 @@ class VaultAppKV(_VaultBaseKV):
         log("recorded value hashes at {}".format(self._hash_path))
         self._old_hashes = dict(self._new_hashes)
         vault_kv_local_copies.remember_seen_hashes(self._new_hashes)
+
+
+def _get_secret_backend(backend_format: Optional[str] = None, **_ignored: Any) -> str:
+    """The backend name this build of the charm wants (private, kept for the consumers).
+
+    kubernetes-control-plane 1.27 and 1.28 call it on upgrade-charm
+    (``maybe_heal_vault_kv``) and compare it with the ``secret_backend`` the
+    unit published, to learn whether the backend is changing.  Same meaning
+    and signature as in the old layer.
+    """
+    return vault_kv_options.secret_backend_name(backend_format)
 
 
 def reset_cached_state() -> None:

@@ -12,7 +12,7 @@ while unwrapping is simply retried in the next hook.
 
 import os
 import tempfile
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import hvac
 from charmhelpers.core import hookenv, unitdata
@@ -20,6 +20,7 @@ from charms.reactive import endpoint_from_name
 
 from charms.layer import vault_kv_options
 from charms.layer.vault_kv_errors import VaultCredentialsInvalid, VaultNotReady
+from charms.layer.vault_kv_hashing import value_hash
 from charms.layer.vault_kv_session import translate_errors
 
 ENDPOINT_NAME = "vault-kv"
@@ -27,6 +28,8 @@ KV_SECRET_ID = "layer.vault-kv.secret_id"
 KV_TOKEN = "layer.vault-kv.token"
 KV_SEEN_TOKENS = "layer.vault-kv.seen-tokens"
 KV_SECRET_ROLE = "layer.vault-kv.secret_id-role"
+KV_TOKEN_HASH = "reactive.data_changed.layer.vault-kv.token"
+KV_BOOK = "layer.vault-kv.credential-book"
 REQUEST_TIMEOUT = 15
 
 
@@ -70,21 +73,83 @@ def unwrap_secret_id(vault_url: str, token: str, verify) -> str:
     return secret_id
 
 
-def current_secret_id(vault_url: str, role_id: str, tokens: List[str], verify) -> str:
+def token_hash(token: str) -> str:
+    """The hash ``charms.reactive.data_changed`` keeps for a token (md5 of its JSON form).
+
+    The old layer recorded the last token it unwrapped this way, under
+    ``KV_TOKEN_HASH``; kubernetes-control-plane 1.29 compares it with the
+    token on the relation to decide whether to unwrap again.
+    """
+    return value_hash(token)
+
+
+def credential_book() -> Dict[str, Dict[str, Optional[str]]]:
+    """Every set of credentials this unit has held, by the unit_name Vault knows it under.
+
+    Kept so that a unit going back to a name it had before (a refresh back to
+    the previous build) can log in again: the vault charm issues a secret_id
+    only for a new AppRole, and blanks the old name's answers on the relation.
+    """
+    return dict(unitdata.kv().get(KV_BOOK) or {})
+
+
+def remember_credentials(unit_name: str, role_id: str, secret_id: str, token: Optional[str]) -> None:
+    """Record working credentials in the book and make them the current ones.
+
+    The current ones are also kept under the keys the old layer used
+    (``KV_SECRET_ID`` and the token's ``data_changed`` hash), which is what
+    kubernetes-control-plane 1.29 takes over.  Flushed at once: if the hook
+    failed later and the store were rolled back, a secret_id unwrapped from a
+    one-shot token would be lost for good.
+    """
+    kv = unitdata.kv()
+    book = credential_book()
+    book[unit_name] = {"role_id": role_id, "secret_id": secret_id, "token": token}
+    kv.set(KV_BOOK, book)
+    kv.set(KV_SECRET_ID, secret_id)
+    kv.set(KV_SECRET_ROLE, role_id)
+    if token:
+        kv.set(KV_TOKEN, token)
+        kv.set(KV_TOKEN_HASH, token_hash(token))
+    kv.flush()
+
+
+def _known_credentials(unit_name: str, role_id: str) -> Optional[Dict[str, Optional[str]]]:
+    """Credentials held for ``role_id``: from the book, or as the old layer left them."""
+    entry = credential_book().get(unit_name)
+    if entry and entry.get("role_id") == role_id and entry.get("secret_id"):
+        return entry
+    kv = unitdata.kv()
+    stored = kv.get(KV_SECRET_ID)
+    if stored and kv.get(KV_SECRET_ROLE) in (None, role_id):
+        return {"role_id": role_id, "secret_id": stored, "token": kv.get(KV_TOKEN)}
+    return None
+
+
+def _already_used(token: str, known: Optional[Dict[str, Optional[str]]]) -> bool:
+    kv = unitdata.kv()
+    if token in (kv.get(KV_SEEN_TOKENS) or []) or token == kv.get(KV_TOKEN):
+        return True
+    if known is not None and token == known.get("token"):
+        return True
+    # a unit upgraded from the old layer: only the hash of its last token is kept
+    return known is not None and kv.get(KV_TOKEN_HASH) == token_hash(token)
+
+
+def current_secret_id(vault_url: str, unit_name: str, role_id: str, tokens: List[str], verify) -> str:
     """The secret_id for ``role_id``, unwrapping any token Vault published that is new to us.
 
     Tokens already unwrapped, or found spent, are remembered so a steady-state
-    hook makes no Vault request here at all.  A stored secret_id is used only
-    for the AppRole it was issued for: after a switch to a new AppRole the
-    unit waits for that role's token instead of failing to log in.
+    hook makes no Vault request here at all.  A secret_id is used only for the
+    AppRole it was issued for: after a switch to a new AppRole the unit waits
+    for that role's token instead of failing to log in.
     """
     kv = unitdata.kv()
-    stored_secret = kv.get(KV_SECRET_ID)
-    stored_role = kv.get(KV_SECRET_ROLE)
+    known = _known_credentials(unit_name, role_id)
     seen = list(kv.get(KV_SEEN_TOKENS) or [])
     spent = False
     for token in tokens:
-        if token in seen or token == kv.get(KV_TOKEN):
+        if _already_used(token, known):
             continue
         try:
             secret_id = unwrap_secret_id(vault_url, token, verify)
@@ -97,15 +162,14 @@ def current_secret_id(vault_url: str, role_id: str, tokens: List[str], verify) -
             kv.flush()
             continue
         seen.append(token)
-        kv.set(KV_SECRET_ID, secret_id)
-        kv.set(KV_SECRET_ROLE, role_id)
-        kv.set(KV_TOKEN, token)
         kv.set(KV_SEEN_TOKENS, seen[-16:])
-        kv.flush()
+        remember_credentials(unit_name, role_id, secret_id, token)
         hookenv.log("vault-kv: obtained a new secret_id from the one-shot token", level=hookenv.INFO)
         return secret_id
-    if stored_secret and stored_role in (None, role_id):
-        return stored_secret
+    if known is not None:
+        if kv.get(KV_SECRET_ID) != known["secret_id"] or kv.get(KV_SECRET_ROLE) != role_id:
+            remember_credentials(unit_name, role_id, known["secret_id"], known.get("token"))
+        return known["secret_id"]
     if spent:
         # e.g. a hook died between unwrapping and storing: the vault charm
         # only issues another secret_id when an operator refreshes secrets
@@ -113,29 +177,51 @@ def current_secret_id(vault_url: str, role_id: str, tokens: List[str], verify) -
             "the one-shot token Vault published for this unit was already used and no secret_id"
             " is stored for it; run the vault charm's refresh-secrets action"
         )
-    if stored_secret:
+    if kv.get(KV_SECRET_ID):
         raise VaultNotReady("waiting for Vault to issue a secret_id for this unit's new AppRole")
     raise VaultNotReady("Vault has not published a token for this unit yet")
 
 
-def granted_credentials(endpoint) -> Tuple[Optional[str], List[str]]:
-    """(role id, tokens) Vault published for this unit, both under the same name.
+def granted_credentials(endpoint) -> Tuple[Optional[str], Optional[str], List[str]]:
+    """(name, role id, tokens) Vault published for this unit, all under the same name.
 
     The name this unit asked to be known by comes first; the Juju unit name
-    after it, for providers that ignore ``unit_name``.
+    after it, for providers that ignore ``unit_name``.  When Vault publishes
+    nothing for either, credentials this unit held before under the name it
+    asks for now are used: the vault charm answers a name only once (a new
+    AppRole) and blanks it when the unit asks under another name, so a unit
+    going back to its previous name finds no answer on the relation.
     """
     for name in endpoint.unit_names:
         role_id = endpoint.role_id_for(name)
         if role_id:
-            return role_id, endpoint.tokens_for(name)
-    return None, []
+            return name, role_id, endpoint.tokens_for(name)
+    requested = endpoint.requested_unit_name
+    entry = credential_book().get(requested) or {}
+    if entry.get("role_id") and entry.get("secret_id"):
+        return requested, entry["role_id"], []
+    return None, None, []
 
 
-def get_vault_config() -> Dict[str, Optional[str]]:
+def ca_pem_of(endpoint) -> Optional[str]:
+    """The CA PEM text the relation carries (``vault_ca_pem``; ``vault_ca`` is bytes)."""
+    if endpoint is None:
+        return None
+    pem = getattr(endpoint, "vault_ca_pem", None)
+    if pem is None:
+        pem = getattr(endpoint, "vault_ca", None)
+    if isinstance(pem, bytes):
+        pem = pem.decode("ascii", "replace")
+    return pem or None
+
+
+def get_vault_config(backend_format: Optional[str] = None, **_ignored: Any) -> Dict[str, Optional[str]]:
     """The settings needed to reach this application's backend in Vault.
 
     Keys: ``vault_url``, ``secret_backend``, ``role_id``, ``secret_id`` (as
     charms expect today) and ``vault_ca`` (path of the CA file, or None).
+    ``backend_format`` (as the old layer accepted) names the backend with
+    another template than the layer option; other keywords are ignored.
 
     Raises VaultNotReady while the relation is incomplete, and
     VaultCredentialsInvalid when the only token Vault gave us is spent and no
@@ -145,16 +231,16 @@ def get_vault_config() -> Dict[str, Optional[str]]:
     if endpoint is None or not endpoint.is_joined:
         raise VaultNotReady("the vault-kv relation is not joined")
     vault_url = endpoint.vault_url
-    role_id, tokens = granted_credentials(endpoint)
+    name, role_id, tokens = granted_credentials(endpoint)
     if not vault_url:
         raise VaultNotReady("Vault has not published its URL yet")
     if not role_id:
         raise VaultNotReady("Vault has not granted this unit access yet")
-    verify = ca_file_for(endpoint.vault_ca)
-    secret_id = current_secret_id(vault_url, role_id, tokens, True if verify is None else verify)
+    verify = ca_file_for(ca_pem_of(endpoint))
+    secret_id = current_secret_id(vault_url, name, role_id, tokens, True if verify is None else verify)
     return {
         "vault_url": vault_url,
-        "secret_backend": vault_kv_options.secret_backend_name(),
+        "secret_backend": vault_kv_options.secret_backend_name(backend_format),
         "role_id": role_id,
         "secret_id": secret_id,
         "vault_ca": verify,

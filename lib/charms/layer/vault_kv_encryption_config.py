@@ -1,12 +1,19 @@
-"""The kube-apiserver EncryptionConfiguration file that holds the encryption-at-rest key.
+"""The kube-apiserver encryption configuration file, in kubernetes-control-plane's own form.
 
-The key in Vault is the exact ``secret`` string of an ``aescbc`` key (base64
-of 32 random bytes).  This module reads it back from the file (both the
-current ``apiserver.config.k8s.io/v1`` ``EncryptionConfiguration`` and the old
-``v1`` ``EncryptionConfig``), and writes it as the first key of the first
-provider, keeping any other keys and providers already there: during a key
-rotation the file lists several, and dropping one would make the Secrets
-encrypted with it unreadable.
+kubernetes-control-plane (reactive releases 1.24 to 1.28, and 1.29's takeover)
+keeps in Vault's ``encryption_key`` a 32-character token of letters and
+digits.  Its file holds the base64 of that token's UTF-8 bytes as the
+``secret`` of an ``aescbc`` key named ``key1`` (32 bytes: AES-256), in an
+``EncryptionConfig``/``v1`` document it writes with ``yaml.safe_dump``.  To
+read the key back it takes the first provider's first key and base64-decodes
+it.  This module uses exactly those forms, so that the charm's own handlers
+and this layer's, running in the same hook, write byte-identical files and
+never a second key.
+
+Reading also accepts the current ``apiserver.config.k8s.io/v1``
+``EncryptionConfiguration`` form.  A file that already lists other keys or
+providers (a rotation done by hand) keeps them: dropping one would make the
+Secrets encrypted with it unreadable.
 
 Files are written 0600 by an atomic rename, so the apiserver never reads a
 half-written file and no other user can read the key.
@@ -16,15 +23,19 @@ import base64
 import binascii
 import os
 import secrets
+import string
 import tempfile
 from typing import Any, Dict, List, Optional
 
 import yaml
 
-API_VERSION = "apiserver.config.k8s.io/v1"
-KIND = "EncryptionConfiguration"
-LEGACY = {("v1", "EncryptionConfig")}
+API_VERSION = "v1"
+KIND = "EncryptionConfig"
+ACCEPTED_FORMS = {("v1", "EncryptionConfig"), ("apiserver.config.k8s.io/v1", "EncryptionConfiguration")}
 KEY_PROVIDERS = ("aescbc", "aesgcm", "secretbox")
+AES_KEY_SIZES = (16, 24, 32)
+TOKEN_ALPHABET = string.ascii_letters + string.digits
+TOKEN_LENGTH = 32
 
 
 class EncryptionConfigError(Exception):
@@ -32,18 +43,29 @@ class EncryptionConfigError(Exception):
 
 
 def generate_key() -> str:
-    """A new aescbc key: base64 of 32 random bytes."""
-    return base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+    """A new Vault value: 32 random letters and digits, as kubernetes-control-plane generates."""
+    return "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(TOKEN_LENGTH))
 
 
 def valid_key(value: Any) -> bool:
-    """Whether ``value`` is usable as an aescbc secret (base64 of 16, 24 or 32 bytes)."""
-    if not isinstance(value, str):
-        return False
+    """Whether ``value`` (the Vault form) gives an AES key: a string of 16, 24 or 32 UTF-8 bytes."""
+    return isinstance(value, str) and len(value.encode("utf-8")) in AES_KEY_SIZES
+
+
+def file_secret(value: str) -> str:
+    """The ``secret`` the file holds for a Vault value: base64 of its UTF-8 bytes."""
+    return base64.b64encode(value.encode("utf-8")).decode("utf-8")
+
+
+def vault_value(secret: Any) -> Optional[str]:
+    """The Vault value a file ``secret`` stands for, or None when it is not one."""
+    if not isinstance(secret, str):
+        return None
     try:
-        return len(base64.b64decode(value, validate=True)) in (16, 24, 32)
-    except (binascii.Error, ValueError):
-        return False
+        value = base64.b64decode(secret, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return None
+    return value if valid_key(value) else None
 
 
 def _load(path: str) -> Optional[Dict[str, Any]]:
@@ -56,21 +78,17 @@ def _load(path: str) -> Optional[Dict[str, Any]]:
         raise EncryptionConfigError("{} cannot be read: {}".format(path, type(error).__name__)) from None
     if not isinstance(document, dict):
         raise EncryptionConfigError("{} is not a YAML mapping".format(path))
-    form = (document.get("apiVersion"), document.get("kind"))
-    if form != (API_VERSION, KIND) and form not in LEGACY:
-        raise EncryptionConfigError("{} is neither an EncryptionConfiguration nor an EncryptionConfig".format(path))
+    if (document.get("apiVersion"), document.get("kind")) not in ACCEPTED_FORMS:
+        raise EncryptionConfigError("{} is neither an EncryptionConfig nor an EncryptionConfiguration".format(path))
     if not isinstance(document.get("resources"), list):
         raise EncryptionConfigError("{} has no resources list".format(path))
     return document
 
 
-def _secrets_entry(document: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    """The resources entry that covers Secrets (the first one, if none names them)."""
-    entries = [e for e in document["resources"] if isinstance(e, dict)]
-    for entry in entries:
-        if "secrets" in (entry.get("resources") or []):
-            return entry
-    return entries[0] if entries else None
+def _first_entry(document: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The first resources entry: the one kubernetes-control-plane reads and writes."""
+    entries = document["resources"]
+    return entries[0] if entries and isinstance(entries[0], dict) else None
 
 
 def _keys_of(provider: Any) -> Optional[List[Dict[str, Any]]]:
@@ -84,96 +102,94 @@ def _keys_of(provider: Any) -> Optional[List[Dict[str, Any]]]:
 
 
 def read_key(path: str) -> Optional[str]:
-    """The key the apiserver encrypts with: the first provider's first key, or None.
+    """The Vault value of the key the apiserver encrypts with, or None.
 
     None when there is no file, or when the first provider holds no key
-    (``identity`` first means nothing is encrypted).
+    (``identity`` first: the file kubernetes-control-plane writes before Vault
+    is related).  A key that does not decode to a Vault value is an error.
     """
     document = _load(path)
     if document is None:
         return None
-    entry = _secrets_entry(document)
-    providers = (entry or {}).get("providers") or []
+    providers = (_first_entry(document) or {}).get("providers") or []
     keys = _keys_of(providers[0]) if providers else None
     if not keys or not isinstance(keys[0], dict):
         return None
-    secret = keys[0].get("secret")
-    if not valid_key(secret):
-        raise EncryptionConfigError("{}: the first key is not a valid aescbc secret".format(path))
-    return secret
+    value = vault_value(keys[0].get("secret"))
+    if value is None:
+        raise EncryptionConfigError("{}: the first key is not a key this layer or the charm wrote".format(path))
+    return value
 
 
-def render(key: str, existing: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """An EncryptionConfiguration encrypting with ``key``, keeping what ``existing`` had."""
+def render(value: str, existing: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The document kubernetes-control-plane writes for ``value``, keeping other keys ``existing`` had."""
+    secret = file_secret(value)
     others: List[Dict[str, Any]] = []
     tail: List[Any] = []
-    name = None
-    used = set()
+    name = "key1"
     if existing is not None:
-        entry = _secrets_entry(existing) or {}
-        providers = list(entry.get("providers") or [])
-        first_keys = _keys_of(providers[0]) if providers else None
-        if first_keys is not None and "aescbc" in providers[0]:
-            for item in first_keys:
-                if not isinstance(item, dict):
-                    continue
-                used.add(item.get("name"))
-                if item.get("secret") == key:
-                    name = item.get("name")
-                else:
-                    others.append(item)
+        providers = list((_first_entry(existing) or {}).get("providers") or [])
+        keys = _keys_of(providers[0]) if providers else None
+        if keys is not None and "aescbc" in providers[0]:
             providers = providers[1:]
-        for provider in providers:
-            keys = _keys_of(provider) or []
-            used.update(k.get("name") for k in keys if isinstance(k, dict))
             for item in keys:
-                if isinstance(item, dict) and item.get("secret") == key:
-                    name = name or item.get("name")
-            tail.append(provider)
-    if name is None:
-        number = 1
-        while "key{}".format(number) in used:
-            number += 1
-        name = "key{}".format(number)
-    if not any(isinstance(p, dict) and "identity" in p for p in tail):
-        tail.append({"identity": {}})
+                if isinstance(item, dict) and item.get("secret") != secret:
+                    others.append(item)
+            used = {item.get("name") for item in others}
+            number = 1
+            while "key{}".format(number) in used:
+                number += 1
+            name = "key{}".format(number)
+        tail = [p for p in providers if not (isinstance(p, dict) and "identity" in p)]
     return {
         "kind": KIND,
         "apiVersion": API_VERSION,
         "resources": [
             {
                 "resources": ["secrets"],
-                "providers": [{"aescbc": {"keys": [{"name": name, "secret": key}] + others}}] + tail,
+                "providers": [{"aescbc": {"keys": [{"name": name, "secret": secret}] + others}}]
+                + tail
+                + [{"identity": {}}],
             }
         ],
     }
 
 
-def write_key(path: str, key: str) -> bool:
-    """Make ``key`` the key the apiserver encrypts with; True if the file changed.
+def dump(document: Dict[str, Any]) -> str:
+    """The file's text: ``yaml.safe_dump`` with its defaults, as the charm writes it."""
+    return yaml.safe_dump(document)
+
+
+def write_key(path: str, value: str) -> bool:
+    """Make ``value`` (the Vault form) the key the apiserver encrypts with; True if the file changed.
 
     Raises ValueError for a value that is not a usable key (never echoing it).
     """
-    if not valid_key(key):
-        raise ValueError("the encryption key is not base64 of a 16, 24 or 32 byte secret")
+    if not valid_key(value):
+        raise ValueError("the encryption key is not a string of 16, 24 or 32 bytes")
     try:
         existing = _load(path)
     except EncryptionConfigError:
         existing = None  # unusable file: replaced, its content cannot be trusted
     if existing is not None:
         try:
-            if read_key(path) == key:
-                return False  # already in use; an older file form is left as the apiserver reads it
+            if read_key(path) == value:
+                return False  # already in use: the apiserver keeps reading the same bytes
         except EncryptionConfigError:
             existing = None
-    document = render(key, existing)
+    write_atomically(path, dump(render(value, existing)))
+    return True
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Replace ``path`` with ``text``, mode 0600, never leaving a partial or readable copy."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, mode=0o700, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".encryption-config.")
     try:
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w") as handle:
-            yaml.safe_dump(document, handle, default_flow_style=False, sort_keys=False)
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -186,4 +202,3 @@ def write_key(path: str, key: str) -> bool:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    return True

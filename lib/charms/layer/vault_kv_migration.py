@@ -11,28 +11,40 @@ The rules kept here:
   are copied aside *before* access to the new backend is requested, and never
   overwritten: the legacy AppRole keeps its policy, so they can still read the
   legacy backend until the move is done.
-- Only the leader copies app data.  For each key missing from the new backend
-  the most trusted source wins: the unit's own registered local copy (for the
-  encryption key, the EncryptionConfiguration file the apiserver uses), then
-  the legacy backend.  A key already in the new backend is never overwritten.
-  The copy is read back before it counts as done.
-- Non-leaders switch only once the leader announced the move (leader data),
-  so no unit ever loads an empty store.  While a unit is moving, the layer is
-  not ready and the app-kv flags keep their values, so no charm regenerates
-  anything.
+- Every unit that is moving copies what the new backend lacks before it
+  switches, so no moving unit ever loads an empty store, whoever is leader.
+  For each key missing from the new backend the most trusted source wins: the
+  unit's own registered local copy (for the encryption key, the
+  EncryptionConfiguration file the apiserver uses), then the legacy backend.
+  A key already in the new backend is never overwritten, and the copy is read
+  back before it counts as done; then a marker (``kv/migration``, beside the
+  app data) says the new backend was filled.  The leader announces the move in
+  leader data once it has copied or seen the marker.
+- Units that were never in the legacy backend (added during the move) hold no
+  legacy credentials: they wait, not ready, until the move is announced, so a
+  new unit that becomes leader never takes the empty new backend for a fresh
+  deployment.  While a unit waits, the app-kv flags keep their values, so no
+  charm regenerates anything.
+- Each unit also copies its own ``{legacy}/{hostname}/*`` secrets (vaultlocker
+  keeps each encrypted device's key there and reads it at boot from the
+  backend in its configuration) before ``layer.vault-kv.config.changed`` can
+  announce the new backend.
+- A refresh back to the previous build is a move too, in the other direction,
+  with the credentials this unit held there (see ``credential_book``).
 - Every step can be repeated: a hook that dies anywhere leaves a state from
   which the next hook finishes the move.  The legacy backend is only read.
 
 Log lines and flags name keys, paths and sources, never values.
 """
 
+import socket
 from typing import Any, Dict, List, Optional, Tuple
 
 from charmhelpers.core import hookenv, unitdata
 from charms.reactive import clear_flag, is_flag_set, set_flag
 
 from charms.layer import vault_kv_local_copies, vault_kv_options
-from charms.layer.vault_kv_credentials import KV_SECRET_ID, ca_file_for, vault_endpoint
+from charms.layer.vault_kv_credentials import KV_SECRET_ID, ca_file_for, ca_pem_of, credential_book, vault_endpoint
 from charms.layer.vault_kv_errors import VaultCredentialsInvalid, VaultNotReady
 from charms.layer.vault_kv_hashing import canonical_json
 from charms.layer.vault_kv_session import VaultSession
@@ -46,6 +58,9 @@ KV_ACTIVE = "layer.vault-kv.active"
 KV_LEGACY = "layer.vault-kv.legacy-credentials"
 KV_STATUS = "layer.vault-kv.migration.status"
 LEADER_MIGRATED = "vault-kv-migrated"
+LEADER_BACKEND = "vault-kv-backend"
+LEADER_NONCE = "vault-kv-nonce"
+MARKER = "kv/migration"
 
 
 class MigrationFailed(Exception):
@@ -110,25 +125,35 @@ def in_progress() -> bool:
 
 
 def begin() -> None:
-    """Put the legacy credentials aside and mark the move as started.
+    """Put the source backend's credentials aside and mark the move as started.
 
-    Called before access to the new backend is requested.  Idempotent: a
-    snapshot taken by an earlier (perhaps failed) hook is kept as it was.
+    Called before access to the new backend is requested.  Idempotent within
+    one move: a snapshot taken by an earlier (perhaps failed) hook of the same
+    move is kept as it was.  A move in another direction (a refresh back to the
+    previous build) takes a new snapshot, from the credentials this unit held
+    for its current backend.
     """
     store = unitdata.kv()
     source = active() or {"backend": vault_kv_options.legacy_backend_name(), "unit_name": hookenv.local_unit()}
-    if not store.get(KV_LEGACY):
+    snapshot = store.get(KV_LEGACY) or {}
+    if snapshot.get("backend") != source["backend"] or not snapshot.get("secret_id"):
         endpoint = vault_endpoint()
-        role_id = endpoint.role_id_for(source["unit_name"]) if endpoint is not None else None
-        if role_id is None and endpoint is not None and source["unit_name"] != hookenv.local_unit():
-            role_id = endpoint.role_id_for(hookenv.local_unit())
+        held = credential_book().get(source["unit_name"]) or {}
+        role_id = held.get("role_id")
+        secret_id = held.get("secret_id")
+        if not role_id and endpoint is not None:
+            role_id = endpoint.role_id_for(source["unit_name"])
+            if role_id is None and source["unit_name"] != hookenv.local_unit():
+                role_id = endpoint.role_id_for(hookenv.local_unit())
+        if not secret_id:
+            secret_id = store.get(KV_SECRET_ID)
         store.set(
             KV_LEGACY,
             {
                 "backend": source["backend"],
                 "unit_name": source["unit_name"],
                 "role_id": role_id,
-                "secret_id": store.get(KV_SECRET_ID),
+                "secret_id": secret_id,
                 "vault_url": endpoint.vault_url if endpoint is not None else None,
             },
         )
@@ -149,7 +174,7 @@ def legacy_session() -> Tuple[Optional[VaultSession], Optional[Dict[str, Any]]]:
     url = (endpoint.vault_url if endpoint is not None else None) or legacy.get("vault_url")
     if not (url and legacy.get("role_id") and legacy.get("secret_id")):
         return None, legacy
-    verify = ca_file_for(endpoint.vault_ca if endpoint is not None else None)
+    verify = ca_file_for(ca_pem_of(endpoint))
     config = {"vault_url": url, "role_id": legacy["role_id"], "secret_id": legacy["secret_id"], "vault_ca": verify}
     return VaultSession(config), legacy
 
@@ -230,7 +255,58 @@ def copy_app_data(new_session: VaultSession, backend: str, current: Dict[str, An
         wrong = sorted(k for k in merged if canonical_json(back.get(k)) != canonical_json(merged[k]))
         if wrong:
             raise MigrationFailed("read-back of {} differs for {}".format(path, ", ".join(wrong)))
+    marker = "{}/{}".format(backend, MARKER)
+    if new_session.read(marker) is None:
+        source = (unitdata.kv().get(KV_LEGACY) or {}).get("backend")
+        new_session.write(marker, {"from": source or "", "keys": sorted(set(current) | set(updates))})
     return sorted(updates)
+
+
+def copy_unit_secrets(new_session: VaultSession, backend: str) -> List[str]:
+    """Copy this unit's ``{legacy}/{hostname}/*`` secrets to the new backend; returns the paths written.
+
+    vaultlocker keeps each encrypted device's dm-crypt key there, and reads it
+    at boot from the backend its configuration names.  Never overwrites;
+    every copy is read back.  Nothing to copy, or no legacy access, is not an
+    error: the unit's own devices are then simply not in the legacy backend.
+    """
+    session, legacy = legacy_session()
+    if session is None:
+        return []
+    hostname = socket.gethostname()
+    written: List[str] = []
+    pending = [hostname + "/"]
+    while pending and len(written) < 1000:
+        folder = pending.pop()
+        try:
+            names = session.list("{}/{}".format(legacy["backend"], folder.rstrip("/")))
+        except VaultCredentialsInvalid:
+            log("legacy credentials refused while listing this unit's secrets; none copied", hookenv.WARNING)
+            return written
+        except VaultNotReady as error:
+            if "does not grant" in str(error):
+                log("legacy AppRole does not grant this unit's secrets; none copied", hookenv.WARNING)
+                return written
+            raise
+        for name in names:
+            relative = folder + name
+            if name.endswith("/"):
+                if relative.count("/") <= 4:
+                    pending.append(relative)
+                continue
+            target = "{}/{}".format(backend, relative)
+            if new_session.read(target) is not None:
+                continue
+            value = session.read("{}/{}".format(legacy["backend"], relative))
+            if value is None:
+                continue
+            new_session.write(target, value)
+            if canonical_json(new_session.read(target)) != canonical_json(value):
+                raise MigrationFailed("read-back of {} differs".format(target))
+            written.append(relative)
+    if written:
+        log("copied this unit's secrets {} to {}".format(", ".join(written), backend))
+    return written
 
 
 # -- finishing ----------------------------------------------------------------------
@@ -241,7 +317,31 @@ def leader_announced(backend: str) -> bool:
 
 
 def announce(backend: str) -> None:
-    hookenv.leader_set({LEADER_MIGRATED: backend})
+    """Leader only: the application's data now lives in ``backend``."""
+    settings = {LEADER_MIGRATED: backend, LEADER_BACKEND: backend}
+    current = hookenv.leader_get() or {}
+    if any(current.get(key) != value for key, value in settings.items()):
+        hookenv.leader_set(settings)
+
+
+def app_data_elsewhere(backend: str) -> bool:
+    """Whether, as the leader data tells, the application's data is not in ``backend`` yet.
+
+    True when the leader recorded another backend, or when the application
+    has had data (the old layer's nonce) and no backend is recorded: a unit
+    that was never in the legacy backend must then not read the new one as
+    the application's data.  False for a fresh application.
+    """
+    settings = hookenv.leader_get() or {}
+    recorded = settings.get(LEADER_BACKEND) or settings.get(LEADER_MIGRATED)
+    if recorded:
+        return recorded != backend
+    return bool(settings.get(LEADER_NONCE))
+
+
+def marker_present(session: VaultSession, backend: str) -> bool:
+    """Whether a moving unit finished filling ``backend`` (its marker is there)."""
+    return session.read("{}/{}".format(backend, MARKER)) is not None
 
 
 def finish() -> None:
@@ -260,10 +360,10 @@ def fail(reason: str) -> None:
 
 
 def advance() -> List[str]:
-    """Take the move as far as it can go in this hook; returns the keys the leader wrote.
+    """Take the move as far as it can go in this hook; returns the keys this unit wrote.
 
-    Raises VaultNotReady while waiting (for Vault to grant the new backend,
-    for the leader), MigrationFailed when the copy does not verify.
+    Raises VaultNotReady while waiting (for Vault to grant the new backend),
+    MigrationFailed when a copy does not verify.
     """
     from charms.layer.vault_kv_credentials import get_vault_config
     from charms.layer.vault_kv_session import session_for
@@ -276,11 +376,28 @@ def advance() -> List[str]:
     session = session_for(config)
     current = session.read("{}/kv/app".format(target["backend"])) or {}  # also proves the new AppRole may
     keep_seen_hashes()
-    written: List[str] = []
+    written = copy_app_data(session, target["backend"], current)
+    copy_unit_secrets(session, target["backend"])
     if hookenv.is_leader():
-        written = copy_app_data(session, target["backend"], current)
         announce(target["backend"])
-    elif not leader_announced(target["backend"]):
-        raise VaultNotReady("waiting for the leader to move the app data to {}".format(target["backend"]))
     finish()
     return written
+
+
+def settle_without_legacy(session: VaultSession) -> None:
+    """For a unit with no data of its own elsewhere: may it use the wanted backend now?
+
+    Raises VaultNotReady while the application's data is still on its way
+    there.  The leader announces the move once a moving unit has marked the
+    new backend as filled, and records the backend of a fresh application.
+    """
+    target = wanted()["backend"]
+    if app_data_elsewhere(target):
+        if not marker_present(session, target):
+            raise VaultNotReady(
+                "the application's data is moving to {}; waiting for a unit that holds it".format(target)
+            )
+        if hookenv.is_leader():
+            announce(target)
+    elif hookenv.is_leader() and (hookenv.leader_get() or {}).get(LEADER_BACKEND) != target:
+        hookenv.leader_set({LEADER_BACKEND: target})

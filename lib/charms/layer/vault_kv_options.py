@@ -6,7 +6,7 @@ the layer needs no other layer (such as layer:options) to find its settings.
 """
 
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import yaml
 from charmhelpers.core import hookenv
@@ -51,9 +51,13 @@ def format_backend_name(template: str) -> str:
     return name
 
 
-def secret_backend_name() -> str:
-    """The backend this build of the charm keeps its data in."""
-    return format_backend_name(layer_options()["secrets-backend-format"])
+def secret_backend_name(backend_format: Optional[str] = None) -> str:
+    """The backend this build of the charm keeps its data in.
+
+    ``backend_format`` overrides the layer option, as the old layer's
+    ``backend_format`` keyword did.
+    """
+    return format_backend_name(backend_format or layer_options()["secrets-backend-format"])
 
 
 def legacy_backend_name() -> str:

@@ -12,7 +12,7 @@ never carries a credential or a stored value.
 """
 
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import hvac
 import hvac.exceptions as hvac_errors
@@ -114,6 +114,12 @@ class VaultSession:
     def write(self, path: str, data: Dict[str, Any]) -> None:
         """Replace the secret at ``path`` with ``data`` (kv version 1 semantics)."""
         self._call("writing", path, lambda client: client.write_data(path, data=data))
+
+    def list(self, path: str) -> List[str]:
+        """The names under ``path`` (folders end with ``/``); empty when there are none."""
+        response = self._call("listing", path, lambda client: client.list(path))
+        keys = ((response or {}).get("data") or {}).get("keys") if isinstance(response, dict) else None
+        return [k for k in keys if isinstance(k, str)] if isinstance(keys, list) else []
 
     def delete(self, path: str) -> None:
         """Remove the secret at ``path``."""

@@ -1,50 +1,97 @@
-"""The simulated vault application: serve every vault-kv request it is sent."""
+"""The simulated vault application: the vault charm's vault-kv handlers against a real OpenBao.
+
+Modelled on the vault charm (openstack/charm-vault, src/reactive/vault_handlers.py):
+``configure_secrets_backend`` and ``send_vault_url_and_ca`` call the
+provides side of interface:vault-kv exactly as it does (same methods, same
+keywords, same flags), and ``support.vault_provider`` does in OpenBao what it
+does in Vault.  The charm's steps that do not touch the interface (installing
+and unsealing Vault, its own AppRole) are replaced by the test's root token.
+
+- leader, ``secrets.connected`` and ``endpoint.secrets.new-request`` (or
+  ``secrets.refresh``, set by the refresh-secrets action): every request gets
+  its kv mount, policy and AppRole ``charm-{unit_name with / as -}``; a new
+  wrapped secret_id is published only for a new AppRole or on refresh.
+- every hook with ``secrets.connected``: ``publish_url(vault_url=...,
+  remote_binding='access')`` and, with ``ssl-ca`` set (base64 PEM),
+  ``publish_ca(vault_ca=...)``.
+
+The refresh-secrets action is the ``refresh-secrets`` config counter here.
+"""
 
 import hvac
-from charmhelpers.core import hookenv, unitdata
-from charms.reactive import endpoint_from_name, when
+from charmhelpers.core import hookenv
+from charms.reactive import clear_flag, data_changed, endpoint_from_flag, set_flag, when, when_any, when_not
 from support.vault_provider import VaultProviderEmulator
 
 
+def _client():
+    config = hookenv.config()
+    return hvac.Client(url=config["bao-url"], token=config["bao-token"], verify=config.get("bao-ca-file") or True)
+
+
 @when("secrets.connected")
-def serve_requests():
+def refresh_secrets_action():
+    """The refresh-secrets action sets ``secrets.refresh`` (here: the config counter moved)."""
+    counter = hookenv.config().get("refresh-secrets") or 0
+    if data_changed("vault-sim.refresh", counter) and counter:
+        set_flag("secrets.refresh")
+
+
+@when_not("is-update-status-hook")
+@when("leadership.is_leader", "secrets.connected")
+@when_any("endpoint.secrets.new-request", "secrets.refresh")
+def configure_secrets_backend():
+    if not hookenv.config().get("bao-url"):
+        return
+    emulator = VaultProviderEmulator(_client(), token_ttl=hookenv.config().get("token-ttl") or "60s")
+    secrets = endpoint_from_flag("endpoint.secrets.new-request") or endpoint_from_flag("secrets.connected")
+    refresh = "secrets.refresh" in _flags()
+    for request in secrets.requests():
+        if not request["secret_backend"].startswith("charm-"):
+            continue
+        unit = request["unit"]
+        role_id, token = emulator.serve(
+            dict(request, unit_name=request.get("unit_name", unit.unit_name)), refresh=refresh
+        )
+        if token is not None:
+            secrets.set_role_id(unit=unit, role_id=role_id, token=token)
+    clear_flag("endpoint.secrets.new-request")
+    clear_flag("secrets.refresh")
+
+
+@when_not("is-update-status-hook")
+@when("secrets.connected")
+def send_vault_url_and_ca():
     config = hookenv.config()
     if not config.get("bao-url"):
         hookenv.status_set("blocked", "bao-url not set")
         return
-    endpoint = endpoint_from_name("secrets")
-    ca_file = config.get("bao-ca-file") or None
-    client = hvac.Client(url=config["bao-url"], token=config["bao-token"], verify=ca_file or True)
-    emulator = VaultProviderEmulator(client, token_ttl=config.get("token-ttl") or "60s")
-    endpoint.publish_url(config["bao-url"])
-    if ca_file:
-        with open(ca_file) as handle:
-            endpoint.publish_ca(handle.read())
-    store = unitdata.kv()
-    served = store.get("vault-sim.served") or {}
-    refresh = config.get("refresh-secrets") or 0
-    for request in endpoint.requests():
-        signature = [
-            request["secret_backend"],
-            request["access_address"],
-            request["hostname"],
-            request["isolated"],
-            request["unit"].relation.relation_id,
-            refresh,
-        ]
-        if served.get(request["unit_name"]) == signature:
-            continue
-        previous = served.get(request["unit_name"])
-        fresh_answer = previous is None or previous[4] != signature[4] or previous[5] != refresh
-        role_id, token = emulator.serve(request, refresh=fresh_answer)
-        if token is None:
-            token = (store.get("vault-sim.tokens") or {}).get(request["unit_name"])
-        else:
-            tokens = store.get("vault-sim.tokens") or {}
-            tokens[request["unit_name"]] = token
-            store.set("vault-sim.tokens", tokens)
-        endpoint.set_role_id(request["unit"], role_id, token)
-        served[request["unit_name"]] = signature
-        hookenv.log("vault-sim: served {} for {}".format(request["secret_backend"], request["unit_name"]))
-    store.set("vault-sim.served", served)
-    hookenv.status_set("active", "serving {} request(s)".format(len(served)))
+    secrets = endpoint_from_flag("secrets.connected")
+    secrets.publish_url(vault_url=config["bao-url"], remote_binding="access")
+    if config.get("ssl-ca"):
+        secrets.publish_ca(vault_ca=config.get("ssl-ca"))
+    hookenv.status_set("active", "serving vault-kv")
+
+
+@hookenv.atstart
+def leadership_flag():
+    """layer:leadership keeps ``leadership.is_leader`` in step with is-leader."""
+    if hookenv.is_leader():
+        set_flag("leadership.is_leader")
+    else:
+        clear_flag("leadership.is_leader")
+
+
+@hookenv.atstart
+def update_status_flag():
+    """layer:basic sets ``is-update-status-hook`` during update-status."""
+    if hookenv.hook_name() == "update-status":
+        set_flag("is-update-status-hook")
+    else:
+        clear_flag("is-update-status-hook")
+
+
+def _flags():
+    from charms.reactive import get_flags
+
+    return set(get_flags())
