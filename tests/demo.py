@@ -54,6 +54,12 @@ def main() -> int:
         print("OpenBao {} on {}".format("2.7.2", bao.url))
         cluster = Cluster(bao, charms, workdir=workdir)
         mark = bao.mark()
+        print(
+            "consumer: tests/charms/kcp-consumer, kubernetes-control-plane 1.28's Vault handlers"
+            " (generate_encryption_key, create_secure_storage over a simulated vaultlocker mount,"
+            " maybe_heal_vault_kv, migrate_vault_kv_secrets_backend) built with this layer;"
+            " before the upgrade the same handlers with backend charm-{app}, as 1.27 was first released"
+        )
         model = cluster.add_model("demo", build="legacy", units=3)
         hooks = cluster.settle()
         print("deployed 3 units with backend charm-{{app}}, related to vault; {} hooks ran".format(hooks))

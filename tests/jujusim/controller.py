@@ -418,8 +418,12 @@ class Controller:
         with locked(self.state_path) as state:
             state["queue"].insert(0, item)
 
-    def settle(self, max_hooks: int = 400, retries: int = 3) -> int:
-        """Run queued hooks until none is left; a failing hook is retried like Juju does."""
+    def settle(self, max_hooks: int = 400, retries: int = 3, after_hook=None, fail_fast: bool = False) -> int:
+        """Run queued hooks until none is left; a failing hook is retried like Juju does.
+
+        ``after_hook(item, process)`` is called after every hook (a check of an
+        invariant); with ``fail_fast`` the first failed hook raises HookFailed.
+        """
         ran = 0
         failures: Dict[str, int] = {}
         while True:
@@ -430,6 +434,10 @@ class Controller:
             if ran > max_hooks:
                 raise HookFailed("model did not settle after {} hooks".format(max_hooks))
             process = self.run_hook(item)
+            if after_hook is not None:
+                after_hook(item, process)
+            if process.returncode != 0 and fail_fast:
+                raise HookFailed("{} on {} failed:\n{}".format(item["hook"], item["unit"], process.stderr[-3000:]))
             if process.returncode != 0:
                 key = json.dumps(item, sort_keys=True)
                 failures[key] = failures.get(key, 0) + 1
@@ -451,6 +459,21 @@ class Controller:
         with sqlite3.connect(str(path)) as db:
             rows = db.execute("SELECT key, data FROM kv").fetchall()
         return {key: json.loads(data) for key, data in rows}
+
+    def forget_unitdata(self, model: str, unit: str, keys) -> None:
+        """Delete ``keys`` from the unit's unitdata (to recreate what another layer version left)."""
+        path = Path(self.unit(model, unit)["dir"]) / "unit-state.db"
+        with sqlite3.connect(str(path)) as db:
+            db.executemany("DELETE FROM kv WHERE key = ?", [(key,) for key in keys])
+
+    def run_hooks(self, count: int) -> None:
+        """Run the next ``count`` queued hooks (a settle interrupted part-way)."""
+        for _ in range(count):
+            item = self.pop_hook()
+            if item is None:
+                return
+            if self.run_hook(item).returncode != 0:
+                self.requeue_front(item)
 
     def flags(self, model: str, unit: str) -> List[str]:
         prefix = "reactive.states."
