@@ -89,7 +89,7 @@ def update_ready():
     unit, and the credentials it held before are what it can log in with.
     """
     try:
-        vault_kv.VaultAppKV()
+        app_kv = vault_kv.VaultAppKV()
     except vault_kv.VaultCredentialsInvalid as error:
         clear_flag(FLAG_READY)
         vault_kv_status.blocked(str(error))
@@ -98,7 +98,14 @@ def update_ready():
         vault_kv_status.waiting(str(error))
     else:
         set_flag(FLAG_READY)
-        vault_kv_status.resolved()
+        missing = app_kv.missing_after_move()
+        if missing:
+            vault_kv_status.blocked(
+                "{} not found after the move (legacy backend unreadable, no local copy):"
+                " write it back with VaultAppKV on the leader".format(", ".join(missing))
+            )
+        else:
+            vault_kv_status.resolved()
 
 
 @when("layer.vault-kv.ready")

@@ -6,6 +6,7 @@ every unit's EncryptionConfiguration holds that key, and refreshing from a
 build with the legacy backend format keeps the key.
 """
 
+import base64
 import json
 import unittest
 
@@ -43,10 +44,10 @@ def unit_flags(unit: str):
 
 
 def file_key(unit: str):
-    """The first key of the unit's EncryptionConfiguration (what the apiserver encrypts with)."""
+    """The Vault value behind the unit's first key (kubernetes-control-plane's file holds its base64)."""
     document = yaml.safe_load(zaza.model.file_contents(unit, ENCRYPTION_CONFIG))
     entry = document["resources"][0]
-    return entry["providers"][0]["aescbc"]["keys"][0]["secret"]
+    return base64.b64decode(entry["providers"][0]["aescbc"]["keys"][0]["secret"]).decode("utf-8")
 
 
 def vault_key(backend: str):

@@ -101,6 +101,30 @@ def test_unreadable_legacy_backend_restores_from_the_local_copy(legacy_unit, fla
     assert "layer.vault-kv.migration.done" in flags
 
 
+def test_a_key_nothing_can_restore_keeps_its_set_flag_so_the_charm_restores_instead_of_generating(
+    legacy_unit, flags, juju
+):
+    upgrade(legacy_unit, flags)
+    legacy_unit.roles["role-app-0"] = "rotated-elsewhere"  # legacy unreadable, and no local copy registered
+    handlers.continue_migration()
+    assert "layer.vault-kv.migration.done" in flags
+    assert NEW + "/kv/app" not in legacy_unit.data
+    vault_kv.reset_cached_state()
+    handlers.update_ready()
+    assert "layer.vault-kv.ready" in flags
+    # kubernetes-control-plane generates a key exactly when this flag is down: it stays up
+    assert "layer.vault-kv.app-kv.set.encryption_key" in flags
+    assert "layer.vault-kv.app-kv.changed.encryption_key" not in flags
+    assert juju["status"][0] == "blocked" and "encryption_key" in juju["status"][1]
+    # the charm's own restore (kubernetes-control-plane: migrate_vault_kv_secrets_backend)
+    vault_kv.VaultAppKV()["encryption_key"] = KEY
+    assert "layer.vault-kv.app-kv.changed.encryption_key" not in flags  # the value this unit had seen
+    vault_kv.reset_cached_state()
+    handlers.update_ready()
+    assert vault_kv.VaultAppKV().missing_after_move() == []
+    assert juju["status"][0] != "blocked"
+
+
 def test_waits_until_vault_answers_the_new_request(legacy_unit, flags, juju):
     handlers.request_again_if_changed()
     handlers.request_vault_access()  # no answer for the new name yet

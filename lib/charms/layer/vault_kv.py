@@ -16,7 +16,7 @@ Differences from the old layer, each a defect it had:
 """
 
 import json
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 from charmhelpers.core import hookenv
 from charms.reactive import clear_flag, get_flags, set_flag
@@ -240,6 +240,10 @@ class VaultAppKV(_VaultBaseKV):
         # a unit new to this backend (after a move) starts from what it has seen
         self._old_hashes: Dict[str, str] = stored if stored is not None else vault_kv_local_copies.seen_hashes()
         self._new_hashes: Dict[str, str] = {key: value_hash(value) for key, value in self.items()}
+        self._awaited = set(vault_kv_local_copies.awaited_keys())
+        if self._awaited & set(self):
+            self._awaited -= set(self)
+            vault_kv_local_copies.set_awaited_keys(self._awaited)
         self._derive_flags()
 
     def _derive_flags(self) -> None:
@@ -252,9 +256,16 @@ class VaultAppKV(_VaultBaseKV):
     def _after_change(self, key: str) -> None:
         if key in self:
             self._new_hashes[key] = value_hash(self[key])
+            if key in self._awaited:
+                self._awaited.discard(key)
+                vault_kv_local_copies.set_awaited_keys(self._awaited)
         else:
             self._new_hashes.pop(key, None)
         self._manage_flags(key)
+
+    def missing_after_move(self) -> List[str]:
+        """Keys a move to this backend could not bring, still awaited (see ``vault_kv_local_copies``)."""
+        return sorted(self._awaited)
 
     def _manage_flags(self, key: str) -> None:
         key_changed = FLAG_PREFIX + "changed." + key
@@ -265,7 +276,7 @@ class VaultAppKV(_VaultBaseKV):
             set_flag(FLAG_ANY_CHANGED)
             clear_flag(key_changed)
             set_flag(key_changed)
-        if self.get(key) is not None:
+        if self.get(key) is not None or key in self._awaited:
             set_flag(key_set)
         else:
             clear_flag(key_set)
@@ -278,7 +289,12 @@ class VaultAppKV(_VaultBaseKV):
                 clear_flag(flag)
 
     def is_changed(self, key: str) -> bool:
-        """Whether ``key``'s value differs from what this unit last recorded."""
+        """Whether ``key``'s value differs from what this unit last recorded.
+
+        A key awaited after a move is not changed until it is written again.
+        """
+        if key in self._awaited:
+            return False
         return self._new_hashes.get(key) != self._old_hashes.get(key)
 
     def any_changed(self) -> bool:

@@ -14,13 +14,14 @@ Two kinds of local knowledge make a backend switch safe:
 Values read from local copies are never logged or stored elsewhere.
 """
 
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from charmhelpers.core import hookenv, unitdata
 
 from charms.layer.vault_kv_hashing import value_hash
 
 KV_SEEN_HASHES = "layer.vault-kv.seen-hashes"
+KV_AWAITED = "layer.vault-kv.awaited-keys"
 
 _local_sources: Dict[str, Callable[[], Optional[Any]]] = {}
 
@@ -66,6 +67,21 @@ def seen_hashes() -> Dict[str, str]:
             if value is not None:
                 hashes[key] = value_hash(value)
     return hashes
+
+
+def awaited_keys() -> List[str]:
+    """Keys this unit had before a move that the move could not bring (legacy backend unreadable).
+
+    Until one is written again its ``set`` flag stays up and no ``changed`` is
+    raised for it, so a charm restores it (kubernetes-control-plane's
+    ``migrate_vault_kv_secrets_backend`` does, from its file) instead of
+    generating a replacement.
+    """
+    return list(unitdata.kv().get(KV_AWAITED) or [])
+
+
+def set_awaited_keys(keys) -> None:
+    unitdata.kv().set(KV_AWAITED, sorted(set(keys)))
 
 
 def _reset_for_tests() -> None:

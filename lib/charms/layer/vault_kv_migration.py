@@ -41,7 +41,7 @@ import socket
 from typing import Any, Dict, List, Optional, Tuple
 
 from charmhelpers.core import hookenv, unitdata
-from charms.reactive import clear_flag, is_flag_set, set_flag
+from charms.reactive import clear_flag, get_flags, is_flag_set, set_flag
 
 from charms.layer import vault_kv_local_copies, vault_kv_options
 from charms.layer.vault_kv_credentials import KV_SECRET_ID, ca_file_for, ca_pem_of, credential_book, vault_endpoint
@@ -53,6 +53,8 @@ FLAG_IN_PROGRESS = "layer.vault-kv.migration.in-progress"
 FLAG_DONE = "layer.vault-kv.migration.done"
 FLAG_FAILED = "layer.vault-kv.migration.failed"
 FLAG_LEGACY_UNREADABLE = "layer.vault-kv.migration.legacy-unreadable"
+
+FLAG_APP_SET = "layer.vault-kv.app-kv.set."
 
 KV_ACTIVE = "layer.vault-kv.active"
 KV_LEGACY = "layer.vault-kv.legacy-credentials"
@@ -247,6 +249,14 @@ def copy_app_data(new_session: VaultSession, backend: str, current: Dict[str, An
         elif legacy is not None and key in legacy:
             updates[key] = legacy[key]
             log("copying {} from the legacy backend".format(key))
+    if legacy is None:
+        known = set(vault_kv_local_copies.seen_hashes()) | {
+            flag[len(FLAG_APP_SET) :] for flag in get_flags() if flag.startswith(FLAG_APP_SET)
+        }
+        awaited = sorted(known - set(current) - set(updates))
+        if awaited:
+            log("not found anywhere, awaiting the charm's restore: {}".format(", ".join(awaited)), hookenv.WARNING)
+        vault_kv_local_copies.set_awaited_keys(awaited)
     if updates:
         merged = dict(current)
         merged.update(updates)
