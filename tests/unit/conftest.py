@@ -6,6 +6,7 @@ hvac is real; only ``hvac.Client`` is swapped for the in-memory fake in
 ``fake_vault`` so tests read back what was written to "Vault".
 """
 
+import hashlib
 import importlib.util
 import json
 import sys
@@ -62,10 +63,10 @@ def new_unitdata() -> MockKV:
     store.flush = lambda *a, **k: None
 
     def data_changed(key, value):
-        """charms.reactive's data_changed, kept in this mocked unitdata."""
-        encoded = json.dumps(value, sort_keys=True)
-        changed = store.get("reactive.data_changed." + key) != encoded
-        store["reactive.data_changed." + key] = encoded
+        """charms.reactive's data_changed, kept in this mocked unitdata as it keeps it: an md5 hexdigest."""
+        digest = hashlib.md5(json.dumps(value, sort_keys=True).encode("utf8")).hexdigest()
+        changed = store.get("reactive.data_changed." + key) != digest
+        store["reactive.data_changed." + key] = digest
         return changed
 
     reactive.data_changed.side_effect = data_changed
