@@ -8,6 +8,7 @@ checked for type here so that a malformed databag reads as "not available yet"
 import base64
 import binascii
 import json
+import urllib.parse
 from typing import Any, Callable, Optional
 
 try:  # charmhelpers is always present in a built charm; tests may stub it
@@ -30,10 +31,57 @@ def decode_json(raw: Optional[str]) -> Any:
     """
     if raw is None or raw == "":
         return None
+    if not isinstance(raw, str) or len(raw) > MAX_RAW_LENGTH:
+        return None
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
+    except RecursionError:
+        return None
     except (TypeError, ValueError):
         return raw
+    return value if _depth_ok(value) else None
+
+
+MAX_RAW_LENGTH = 65536
+MAX_DEPTH = 8
+
+
+def _depth_ok(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` nests no deeper than any field of this interface needs."""
+    if depth > MAX_DEPTH:
+        return False
+    if isinstance(value, dict):
+        return all(_depth_ok(v, depth + 1) for v in value.values())
+    if isinstance(value, list):
+        return all(_depth_ok(v, depth + 1) for v in value)
+    return True
+
+
+def credential_string(field: str, value: Any) -> Optional[str]:
+    """A role id or one-shot token: one line of printable, non-space ASCII, or None.
+
+    Anything else would be sent as an HTTP header, where requests refuses it
+    with an error whose text holds the value.
+    """
+    return expect(field, value, str, lambda v: 0 < len(v) <= 4096 and all(33 <= ord(c) < 127 for c in v))
+
+
+def vault_url(value: Any) -> Optional[str]:
+    """An http(s) URL with a host (and a valid port, if any), or None."""
+
+    def usable(text: str) -> bool:
+        if text != text.strip() or any(ord(c) < 33 or ord(c) == 127 for c in text):
+            return False
+        try:
+            parts = urllib.parse.urlsplit(text)
+            port = parts.port  # raises ValueError for a port that is not one
+        except ValueError:
+            return False
+        if port == 0:
+            return False
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.username
+
+    return expect("vault_url", value, str, usable)
 
 
 def expect(field: str, value: Any, kind: type, check: Optional[Callable[[Any], bool]] = None) -> Any:

@@ -18,7 +18,7 @@ from typing import List, Optional
 from charmhelpers.core import hookenv
 from charms.reactive import Endpoint, clear_flag, toggle_flag, when_not
 
-from .relation_data import decode_ca, decode_ca_bytes, decode_json, expect, non_empty_string
+from .relation_data import credential_string, decode_ca, decode_ca_bytes, decode_json, expect, vault_url
 
 
 class VaultKVRequires(Endpoint):
@@ -102,12 +102,12 @@ class VaultKVRequires(Endpoint):
     def role_id_for(self, unit_name: str) -> Optional[str]:
         """The AppRole id Vault published for ``unit_name`` (new or legacy name)."""
         key = "{}_role_id".format(unit_name)
-        return non_empty_string(key, self._received(key))
+        return credential_string(key, self._received(key))
 
     def token_for(self, unit_name: str) -> Optional[str]:
         """The one-shot wrapping token Vault published for ``unit_name``."""
         key = "{}_token".format(unit_name)
-        return non_empty_string(key, self._received(key))
+        return credential_string(key, self._received(key))
 
     @property
     def unit_role_id(self) -> Optional[str]:
@@ -124,7 +124,7 @@ class VaultKVRequires(Endpoint):
         key = "{}_token".format(unit_name)
         tokens: List[str] = []
         for unit in self.all_joined_units:
-            token = non_empty_string(key, decode_json(unit.received_raw.get(key)))
+            token = credential_string(key, decode_json(unit.received_raw.get(key)))
             if token and token not in tokens:
                 tokens.append(token)
         return tokens
@@ -140,12 +140,7 @@ class VaultKVRequires(Endpoint):
     @property
     def vault_url(self) -> Optional[str]:
         """URL of the Vault API, if published and well formed."""
-        return expect(
-            "vault_url",
-            self._received("vault_url"),
-            str,
-            lambda v: v.startswith("http://") or v.startswith("https://"),
-        )
+        return vault_url(self._received("vault_url"))
 
     @property
     def vault_ca(self) -> Optional[bytes]:

@@ -37,7 +37,7 @@ def request_vault_access():
     """
     try:
         target = vault_kv_migration.wanted()
-    except ValueError as error:
+    except vault_kv.VaultNotReady as error:  # an invalid backend format: no request, no move
         vault_kv_status.blocked(str(error))
         return
     if vault_kv_migration.needed() and not vault_kv_migration.in_progress():
@@ -56,7 +56,7 @@ def request_again_if_changed():
     """A new build (charm upgrade) may want another backend or unit name: ask again."""
     try:
         target = vault_kv_migration.wanted()
-    except ValueError:
+    except vault_kv.VaultNotReady:
         return
     if data_changed("layer.vault-kv.request", target):
         clear_flag(FLAG_REQUESTED)
@@ -70,7 +70,7 @@ def continue_migration():
     except vault_kv_migration.MigrationFailed as error:
         vault_kv_migration.fail(str(error))
         vault_kv_status.blocked("moving to the new backend failed, retrying: {}".format(error))
-    except vault_kv.VaultCredentialsInvalid as error:
+    except vault_kv.VaultOperatorActionNeeded as error:
         vault_kv_status.blocked("moving to the new backend: {}".format(error))
     except vault_kv.VaultNotReady as error:
         vault_kv_status.waiting("moving to the new backend: {}".format(error))
@@ -90,7 +90,7 @@ def update_ready():
     """
     try:
         app_kv = vault_kv.VaultAppKV()
-    except vault_kv.VaultCredentialsInvalid as error:
+    except vault_kv.VaultOperatorActionNeeded as error:
         clear_flag(FLAG_READY)
         vault_kv_status.blocked(str(error))
     except vault_kv.VaultNotReady as error:
@@ -132,17 +132,24 @@ def derive_app_kv_flags():
 
     When Vault cannot be reached the app-kv flags keep their last known
     values (clearing ``set.{key}`` would invite a charm to generate a new
-    value); only ``layer.vault-kv.ready`` is cleared.
+    value); only ``layer.vault-kv.ready`` is cleared.  Nothing escapes: an
+    exception here would fail every hook of the unit.
     """
     try:
         vault_kv.VaultAppKV()
     except vault_kv.VaultNotReady as error:
         clear_flag(FLAG_READY)
         hookenv.log("vault-kv: app data not read at hook start: {}".format(error), level=hookenv.DEBUG)
+    except Exception as error:  # a defect, or input nobody foresaw: never fail the hook for it
+        clear_flag(FLAG_READY)
+        hookenv.log(
+            "vault-kv: app data not read at hook start: unexpected {}".format(type(error).__name__),
+            level=hookenv.ERROR,
+        )
 
 
 def record_app_kv_hashes():
-    """At hook exit: record what this unit has seen; the leader wakes the others."""
+    """At hook exit: record what this unit has seen; the leader wakes the others.  Nothing escapes."""
     app_kv = vault_kv.VaultAppKV.loaded()
     if app_kv is None:
         return
@@ -152,6 +159,11 @@ def record_app_kv_hashes():
         app_kv.update_hashes()
     except vault_kv.VaultNotReady as error:
         hookenv.log("vault-kv: hashes not recorded, next hook will: {}".format(error), level=hookenv.WARNING)
+    except Exception as error:  # never fail a hook at its very end
+        hookenv.log(
+            "vault-kv: hashes not recorded, next hook will: unexpected {}".format(type(error).__name__),
+            level=hookenv.ERROR,
+        )
 
 
 hookenv.atstart(derive_app_kv_flags)

@@ -80,9 +80,17 @@ if config_path():
             return
         try:
             changed = encryption_config.write_key(path, value)
+        except encryption_config.EncryptionConfigError as error:
+            set_flag(FLAG_FAILED)
+            vault_kv_status.blocked("{}; fix or remove it, it was left as it is".format(error))
+            return
         except (OSError, ValueError) as error:
             set_flag(FLAG_FAILED)
-            vault_kv_status.blocked("cannot write the encryption configuration: {}".format(error))
+            vault_kv_status.blocked(
+                "cannot write the encryption configuration: {}".format(
+                    error if isinstance(error, ValueError) else type(error).__name__
+                )
+            )
             return
         clear_flag(FLAG_FAILED)
         if changed:

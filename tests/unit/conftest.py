@@ -86,7 +86,7 @@ def juju(tmp_path, monkeypatch):
     hookenv.reset_mock()
     hookenv.local_unit.side_effect = lambda: state["unit"]
     hookenv.application_name.side_effect = lambda: state["unit"].split("/")[0]
-    hookenv.model_uuid.side_effect = lambda: "0b5e1b6a-uuid-model-a"
+    hookenv.model_uuid.side_effect = lambda: "0b5e1b6a-0000-4000-8000-00000000000a"
     hookenv.charm_dir.side_effect = lambda: str(tmp_path)
     hookenv.is_leader.side_effect = lambda: state["leader"]
     hookenv.status_set.side_effect = lambda s, m: state.__setitem__("status", (s, m))

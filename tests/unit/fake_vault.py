@@ -28,6 +28,7 @@ class FakeVault:
         self.ssl_error = False
         self._ids = itertools.count(1)
         self.on_request = None  # callable(kind, path) run before each request
+        self.unmounted: List[str] = []  # backends whose paths answer "no handler for route"
 
     # -- fault injection -----------------------------------------------------
 
@@ -35,7 +36,8 @@ class FakeVault:
         """Every issued client token stops working (they live 60 s in the vault charm)."""
         self.tokens.clear()
 
-    def client(self, url=None, token=None, verify=None, timeout=None, **_kw):
+    def client(self, url=None, token=None, verify=None, timeout=None, **kw):
+        self.client_options = dict(kw, token=token)  # what the layer built its last client with
         return FakeClient(self, url, token, verify)
 
     def count(self, kind: str) -> int:
@@ -98,6 +100,20 @@ class FakeClient:
         prefixes = self._server.tokens.get(self.token)
         if prefixes is None or not any(path.startswith(p) for p in prefixes):
             raise errors.Forbidden("permission denied")
+
+    @property
+    def adapter(self):
+        return self
+
+    def get(self, url: str):
+        """hvac's adapter.get("/v1/{path}"): 404 raises InvalidPath, with errors only for an unmounted backend."""
+        path = url[len("/v1/") :]
+        self._request("read", path)
+        self._authorise(path)
+        if path not in self._server.data:
+            mounted = any(path.startswith(m + "/") for m in self._server.unmounted) is False
+            raise errors.InvalidPath(errors=None if mounted else ["no handler for route"])
+        return {"data": dict(self._server.data[path])}
 
     def read(self, path: str) -> Optional[dict]:
         self._request("read", path)

@@ -176,3 +176,55 @@ def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch):
         ec.write_key(str(path), KEY_B)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["c.yaml"]
+
+
+def test_a_file_that_exists_but_cannot_be_parsed_is_never_replaced(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("kind: EncryptionConfig\napiVersion: v1\nresources: [unclosed\n")
+    before = path.read_bytes()
+    with pytest.raises(ec.EncryptionConfigError):
+        ec.write_key(str(path), KEY_A)
+    assert path.read_bytes() == before
+
+
+def test_a_block_scalar_secret_with_a_trailing_newline_reads_as_the_charm_reads_it(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "kind: EncryptionConfig\napiVersion: v1\nresources:\n- resources: [secrets]\n  providers:\n"
+        "  - aescbc:\n      keys:\n      - name: key1\n        secret: |\n          {}\n  - identity: {{}}\n".format(
+            secret(KEY_A)
+        )
+    )
+    assert ec.read_key(str(path)) == KEY_A
+    assert ec.write_key(str(path), KEY_A) is False  # recognised as the key in use, not rewritten
+
+
+def test_every_other_resource_entry_and_its_keys_are_kept(tmp_path):
+    path = tmp_path / "c.yaml"
+    configmaps = {"resources": ["configmaps"], "providers": [aescbc(("cm1", KEY_C)), {"identity": {}}]}
+    document = config("EncryptionConfig", "v1", [aescbc(("key1", KEY_A)), {"identity": {}}])
+    document["resources"].append(configmaps)
+    write(path, document)
+    assert ec.write_key(str(path), KEY_B) is True
+    written = yaml.safe_load(path.read_text())
+    assert written["resources"][1] == configmaps
+    assert written["resources"][0]["providers"][0] == aescbc(("key2", KEY_B), ("key1", KEY_A))
+
+
+def test_temp_files_a_killed_hook_left_are_removed_by_the_next_write(tmp_path):
+    path = tmp_path / "c.yaml"
+    stale = tmp_path / ".encryption-config.abc123"
+    stale.write_text("half-written key")
+    ec.write_key(str(path), KEY_A)
+    assert not stale.exists()
+    stale.write_text("half-written key")
+    assert ec.write_key(str(path), KEY_A) is False  # also when nothing else changes
+    assert not stale.exists()
+
+
+def test_an_existing_0644_file_is_made_0600(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(charm_file_text(KEY_A))
+    os.chmod(path, 0o644)
+    assert ec.write_key(str(path), KEY_A) is False
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600

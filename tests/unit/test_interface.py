@@ -116,9 +116,19 @@ class TestRequires:
         [
             ("vault_url", 12),
             ("vault_url", "ftp://x"),
+            ("vault_url", "http://:8200"),
+            ("vault_url", "http://vault:8200\n"),
+            ("vault_url", " http://vault:8200"),
+            ("vault_url", "http://vault:99999"),
+            ("vault_url", "http://user-SECRET@vault:8200"),
+            ("vault_url", "file:///etc/passwd"),
             ("app/0_role_id", {"not": "a string"}),
             ("app/0_role_id", ""),
+            ("app/0_role_id", "role SECRET"),
             ("app/0_token", ["x"]),
+            ("app/0_token", "s.SECRET\r\n"),
+            ("app/0_token", " s.SECRET"),
+            ("app/0_token", "s.SECRET\tx"),
         ],
     )
     def test_malformed_data_is_not_available_and_logged_without_value(self, flags, juju, field, bad):
@@ -129,6 +139,15 @@ class TestRequires:
         assert "vault-kv.available" not in flags
         if bad not in ("",):
             assert any(field in str(c) for c in hookenv.log.call_args_list)
+        assert not any("SECRET" in str(c) for c in hookenv.log.call_args_list)
+
+    def test_deeply_nested_json_is_not_available_and_does_not_recurse(self, flags, juju):
+        endpoint = make_requires({})
+        deep = "[" * 100000 + "]" * 100000
+        endpoint.all_joined_units[0].received_raw.update({"vault_url": deep, "app/0_token": deep})
+        endpoint.manage_flags()
+        assert "vault-kv.available" not in flags
+        assert endpoint.vault_url is None and endpoint.unit_token is None
 
     def test_non_json_raw_values_are_read_as_strings(self, flags, juju):
         endpoint = make_requires({})

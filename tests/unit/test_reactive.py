@@ -39,8 +39,8 @@ class TestRequest:
         (juju["charm_dir"] / "layer.yaml").write_text(json.dumps(options))
         handlers.request_vault_access()
         request = connected.endpoint.requests[-1]
-        assert request["secret_backend"] == "charm-0b5e1b6a-uuid-model-a-app"
-        assert request["unit_name"] == "0b5e1b6a-uuid-model-a-app/0"
+        assert request["secret_backend"] == "charm-0b5e1b6a-0000-4000-8000-00000000000a-app"
+        assert request["unit_name"] == "0b5e1b6a-0000-4000-8000-00000000000a-app/0"
 
     def test_bad_option_blocks_with_a_clear_message_and_requests_nothing(self, connected, flags, juju):
         (juju["charm_dir"] / "layer.yaml").write_text(
@@ -50,6 +50,25 @@ class TestRequest:
         assert connected.endpoint.requests == []
         assert "layer.vault-kv.requested" not in flags
         assert juju["status"][0] == "blocked" and "charm-" in juju["status"][1]
+
+    def test_bad_option_after_an_upgrade_blocks_every_hook_and_starts_no_move(self, connected, flags, juju, kv):
+        handlers.request_vault_access()
+        handlers.update_ready()
+        assert READY in flags
+        (juju["charm_dir"] / "layer.yaml").write_text(
+            json.dumps({"options": {"vault-kv": {"secrets-backend-format": "charm-{unit}"}}})
+        )
+        for _ in range(2):  # every hook, not only the first
+            new_hook()
+            handlers.derive_app_kv_flags()  # hook start: no exception
+            handlers.request_again_if_changed()
+            handlers.request_vault_access()
+            handlers.update_ready()
+            handlers.record_app_kv_hashes()
+            assert READY not in flags
+            assert juju["status"][0] == "blocked" and "secrets-backend-format" in juju["status"][1]
+            assert "layer.vault-kv.migration.in-progress" not in flags
+            assert "layer.vault-kv.legacy-credentials" not in kv
 
     def test_a_new_build_with_another_backend_requests_again(self, connected, flags, juju, kv):
         handlers.request_vault_access()

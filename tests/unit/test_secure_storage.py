@@ -101,3 +101,18 @@ def test_vault_outage_while_providing_does_not_raise(storage, vault):
     vault_kv.reset_cached_state()
     storage.provide_encryption_key()  # logged, retried next hook
     assert APP not in vault.data
+
+
+def test_a_file_that_exists_but_cannot_be_read_blocks_and_generates_nothing(storage, vault, flags, juju):
+    storage.path.parent.mkdir(parents=True, exist_ok=True)
+    storage.path.write_text("kind: EncryptionConfig\napiVersion: v1\nresources: [unclosed\n")
+    before = storage.path.read_bytes()
+    storage.provide_encryption_key()
+    assert APP not in vault.data  # no key was generated in place of the one the apiserver may use
+    assert juju["status"][0] == "blocked" and "no key was generated" in juju["status"][1]
+    vault.data[APP] = {"encryption_key": "B" * 32}
+    flags.add("layer.vault-kv.app-kv.set.encryption_key")
+    vault_kv.reset_cached_state()
+    storage.write_encryption_config()
+    assert storage.path.read_bytes() == before  # and the file is not replaced either
+    assert CREATED not in flags and juju["status"][0] == "blocked"

@@ -22,7 +22,7 @@ spec = importlib.util.spec_from_file_location("reactive_vault_kv_upgrade_compat"
 handlers = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(handlers)
 
-UUID = "0b5e1b6a-uuid-model-a"
+UUID = "0b5e1b6a-0000-4000-8000-00000000000a"
 LEGACY = "charm-app"
 NEW = "charm-{}-app".format(UUID)
 NEW_NAME = UUID + "-app/0"

@@ -238,6 +238,7 @@ class TestTls:
         real = vault.client
         monkeypatch.setattr("hvac.Client", lambda **kw: seen.append(kw.get("verify")) or real(**kw))
         vault.endpoint.vault_ca = self.PEM
+        vault.endpoint.vault_url = "https://127.0.0.1:8200"
         VaultAppKV()
         path = juju["charm_dir"] / ".vault-kv-ca.pem"
         assert path.read_text() == self.PEM
@@ -249,6 +250,37 @@ class TestTls:
         monkeypatch.setattr("hvac.Client", lambda **kw: seen.append(kw.get("verify")) or real(**kw))
         VaultAppKV()
         assert seen and all(v is True for v in seen)
+
+    def test_http_with_a_ca_is_refused_before_any_request(self, vault, flags, juju):
+        vault.endpoint.vault_ca = self.PEM
+        with pytest.raises(vault_kv.VaultMisconfigured, match="https"):
+            VaultAppKV()
+        assert vault.requests == []  # no credential went out in clear
+
+    def test_the_client_takes_nothing_from_the_environment_and_follows_no_redirect(self, vault, monkeypatch):
+        monkeypatch.setenv("VAULT_TOKEN", "ambient")
+        VaultAppKV()
+        options = vault.client_options
+        assert options["token"] == "" and options["allow_redirects"] is False
+        assert options["session"].trust_env is False
+
+
+class TestLeaderOnlyAppWrites:
+    def test_a_non_leader_write_is_refused_and_nothing_is_written(self, vault, juju):
+        juju["leader"] = False
+        vault.data["charm-app/kv/app"] = {"encryption_key": "K"}
+        kv = VaultAppKV()
+        with pytest.raises(vault_kv.VaultAppKVNotLeader):
+            kv["encryption_key"] = "REPLACED"
+        with pytest.raises(vault_kv.VaultAppKVNotLeader):
+            kv.delete("encryption_key")
+        assert vault.data["charm-app/kv/app"] == {"encryption_key": "K"}
+        assert kv["encryption_key"] == "K"
+
+    def test_unit_data_stays_writable_by_every_unit(self, vault, juju):
+        juju["leader"] = False
+        VaultUnitKV()["mine"] = 1
+        assert vault.data["charm-app/kv/unit/0"] == {"mine": 1}
 
 
 class TestHashesAndFlags:
@@ -366,14 +398,38 @@ class TestOptions:
 
     def test_model_scoped_format(self, juju):
         self.write_layer_yaml(juju, {"secrets-backend-format": "charm-{model-uuid}-{app}"})
-        assert vault_kv_options.secret_backend_name() == "charm-0b5e1b6a-uuid-model-a-app"
-        assert vault_kv_options.vault_unit_name() == "0b5e1b6a-uuid-model-a-app/0"
+        assert vault_kv_options.secret_backend_name() == "charm-0b5e1b6a-0000-4000-8000-00000000000a-app"
+        assert vault_kv_options.vault_unit_name() == "0b5e1b6a-0000-4000-8000-00000000000a-app/0"
         assert vault_kv_options.legacy_backend_name() == "charm-app"
 
-    @pytest.mark.parametrize("template", ["charm-{unit}", "vault-{app}"])
+    @pytest.mark.parametrize(
+        "template",
+        [
+            "charm-{unit}",
+            "vault-{app}",
+            "kv-{app}",
+            "",
+            42,
+            "charm-{model-uuid}",  # every application of the model would share one backend
+            "charm-{app}/x",
+            "charm-../{app}",
+            "charm-{app}#x",
+            "charm-{app}?x",
+            "charm {app}",
+            "Charm-{app}",
+        ],
+    )
     def test_bad_format_is_a_clear_error(self, juju, template):
         self.write_layer_yaml(juju, {"secrets-backend-format": template})
-        with pytest.raises(ValueError, match="secrets-backend-format"):
+        with pytest.raises(vault_kv.VaultMisconfigured, match="secrets-backend-format"):
+            vault_kv_options.secret_backend_name()
+        vault_kv._get_secret_backend()  # what kubernetes-control-plane calls on upgrade-charm never raises
+
+    @pytest.mark.parametrize("uuid", [None, "", "not-a-uuid"])
+    def test_a_missing_or_invalid_model_uuid_is_a_clear_error_not_charm__app(self, juju, uuid):
+        self.write_layer_yaml(juju, {"secrets-backend-format": "charm-{model-uuid}-{app}"})
+        hookenv.model_uuid.side_effect = lambda: uuid
+        with pytest.raises(vault_kv.VaultMisconfigured, match="model UUID"):
             vault_kv_options.secret_backend_name()
 
 

@@ -23,13 +23,22 @@ from charms.reactive import clear_flag, get_flags, set_flag
 
 from charms.layer import vault_kv_local_copies, vault_kv_migration, vault_kv_options
 from charms.layer.vault_kv_credentials import get_vault_config
-from charms.layer.vault_kv_errors import VaultCredentialsInvalid, VaultNotReady
+from charms.layer.vault_kv_errors import (
+    VaultAppKVNotLeader,
+    VaultCredentialsInvalid,
+    VaultMisconfigured,
+    VaultNotReady,
+    VaultOperatorActionNeeded,
+)
 from charms.layer.vault_kv_hashing import canonical_json, fingerprint, value_hash
 from charms.layer.vault_kv_session import VaultSession, forget_sessions, session_for
 
 __all__ = [
     "VaultNotReady",
     "VaultCredentialsInvalid",
+    "VaultMisconfigured",
+    "VaultOperatorActionNeeded",
+    "VaultAppKVNotLeader",
     "VaultUnitKV",
     "VaultAppKV",
     "get_vault_config",
@@ -226,6 +235,12 @@ class VaultAppKV(_VaultBaseKV):
     ``backend_format`` is accepted as the old layer did.
     """
 
+    def _apply(self, updates: Dict[str, Any], deletes: Iterable[str] = ()) -> None:
+        """Only the leader writes application data, as only it may ``leader-set``."""
+        if not hookenv.is_leader():
+            raise VaultAppKVNotLeader("only the leader writes VaultAppKV; this unit is not the leader")
+        super()._apply(updates, deletes)
+
     def __init__(self, *_args: Any, backend_format: Optional[str] = None, **_kwds: Any) -> None:
         if vault_kv_migration.needed():
             raise VaultNotReady("app data is moving to a new backend")
@@ -328,9 +343,15 @@ def _get_secret_backend(backend_format: Optional[str] = None, **_ignored: Any) -
     kubernetes-control-plane 1.27 and 1.28 call it on upgrade-charm
     (``maybe_heal_vault_kv``) and compare it with the ``secret_backend`` the
     unit published, to learn whether the backend is changing.  Same meaning
-    and signature as in the old layer.
+    and signature as in the old layer.  Never raises (an exception here would
+    fail the charm's upgrade-charm hook): an unusable format gives the plain
+    substitution, and the layer itself shows ``blocked`` with the reason.
     """
-    return vault_kv_options.secret_backend_name(backend_format)
+    template = backend_format or vault_kv_options.layer_options()["secrets-backend-format"]
+    try:
+        return vault_kv_options.format_backend_name(template)
+    except VaultMisconfigured:
+        return vault_kv_options.substitute(template if isinstance(template, str) else "")
 
 
 def reset_cached_state() -> None:

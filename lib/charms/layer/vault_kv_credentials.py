@@ -14,14 +14,13 @@ import os
 import tempfile
 from typing import Any, Dict, List, Optional, Tuple
 
-import hvac
 from charmhelpers.core import hookenv, unitdata
 from charms.reactive import endpoint_from_name
 
 from charms.layer import vault_kv_options
-from charms.layer.vault_kv_errors import VaultCredentialsInvalid, VaultNotReady
+from charms.layer.vault_kv_errors import VaultCredentialsInvalid, VaultMisconfigured, VaultNotReady
 from charms.layer.vault_kv_hashing import value_hash
-from charms.layer.vault_kv_session import translate_errors
+from charms.layer.vault_kv_session import checked_answer, new_client, translate_errors
 
 ENDPOINT_NAME = "vault-kv"
 KV_SECRET_ID = "layer.vault-kv.secret_id"
@@ -30,7 +29,6 @@ KV_SEEN_TOKENS = "layer.vault-kv.seen-tokens"
 KV_SECRET_ROLE = "layer.vault-kv.secret_id-role"
 KV_TOKEN_HASH = "reactive.data_changed.layer.vault-kv.token"
 KV_BOOK = "layer.vault-kv.credential-book"
-REQUEST_TIMEOUT = 15
 
 
 def vault_endpoint():
@@ -64,11 +62,12 @@ def ca_file_for(ca_pem: Optional[str]) -> Optional[str]:
 
 def unwrap_secret_id(vault_url: str, token: str, verify) -> str:
     """Exchange a one-shot wrapping token for the secret_id it wraps."""
-    with translate_errors("unwrapping the one-shot token", login=True):
-        client = hvac.Client(url=vault_url, token=token, verify=verify, timeout=REQUEST_TIMEOUT)
-        response = client.sys.unwrap()
-    secret_id = ((response or {}).get("data") or {}).get("secret_id")
-    if not secret_id:
+    doing = "unwrapping the one-shot token"
+    with translate_errors(doing, login=True):
+        client = new_client(vault_url, verify, token=token)
+        response = checked_answer(client.sys.unwrap(), doing)
+        secret_id = ((response or {}).get("data") or {}).get("secret_id")
+    if not isinstance(secret_id, str) or not secret_id:
         raise VaultCredentialsInvalid("the one-shot token did not wrap a secret_id")
     return secret_id
 
@@ -236,7 +235,13 @@ def get_vault_config(backend_format: Optional[str] = None, **_ignored: Any) -> D
         raise VaultNotReady("Vault has not published its URL yet")
     if not role_id:
         raise VaultNotReady("Vault has not granted this unit access yet")
-    verify = ca_file_for(ca_pem_of(endpoint))
+    ca_pem = ca_pem_of(endpoint)
+    if ca_pem and vault_url.lower().startswith("http://"):
+        raise VaultMisconfigured(
+            "Vault published a CA but an http:// URL; credentials are not sent in clear:"
+            " configure the vault charm to serve https"
+        )
+    verify = ca_file_for(ca_pem)
     secret_id = current_secret_id(vault_url, name, role_id, tokens, True if verify is None else verify)
     return {
         "vault_url": vault_url,

@@ -36,6 +36,7 @@ KEY_PROVIDERS = ("aescbc", "aesgcm", "secretbox")
 AES_KEY_SIZES = (16, 24, 32)
 TOKEN_ALPHABET = string.ascii_letters + string.digits
 TOKEN_LENGTH = 32
+TEMP_PREFIX = ".encryption-config."
 
 
 class EncryptionConfigError(Exception):
@@ -61,8 +62,8 @@ def vault_value(secret: Any) -> Optional[str]:
     """The Vault value a file ``secret`` stands for, or None when it is not one."""
     if not isinstance(secret, str):
         return None
-    try:
-        value = base64.b64decode(secret, validate=True).decode("utf-8")
+    try:  # whitespace is allowed, as the charm's reader allows it (a YAML block scalar ends in a newline)
+        value = base64.b64decode("".join(secret.split()), validate=True).decode("utf-8")
     except (binascii.Error, ValueError, UnicodeDecodeError):
         return None
     return value if valid_key(value) else None
@@ -122,37 +123,38 @@ def read_key(path: str) -> Optional[str]:
 
 
 def render(value: str, existing: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """The document kubernetes-control-plane writes for ``value``, keeping other keys ``existing`` had."""
+    """The document kubernetes-control-plane writes for ``value``, keeping everything else ``existing`` had.
+
+    Only the first resources entry's first provider changes: ``value`` becomes
+    its first key and the keys it had stay after it.  Every other entry
+    (``configmaps``, say), provider and key is kept as it was.
+    """
     secret = file_secret(value)
+    entry: Dict[str, Any] = {"resources": ["secrets"], "providers": [{"identity": {}}]}
     others: List[Dict[str, Any]] = []
-    tail: List[Any] = []
-    name = "key1"
+    rest: List[Any] = []
+    document: Dict[str, Any] = {"kind": KIND, "apiVersion": API_VERSION}
     if existing is not None:
-        providers = list((_first_entry(existing) or {}).get("providers") or [])
-        keys = _keys_of(providers[0]) if providers else None
-        if keys is not None and "aescbc" in providers[0]:
-            providers = providers[1:]
-            for item in keys:
-                if isinstance(item, dict) and item.get("secret") != secret:
-                    others.append(item)
-            used = {item.get("name") for item in others}
-            number = 1
-            while "key{}".format(number) in used:
-                number += 1
-            name = "key{}".format(number)
-        tail = [p for p in providers if not (isinstance(p, dict) and "identity" in p)]
-    return {
-        "kind": KIND,
-        "apiVersion": API_VERSION,
-        "resources": [
-            {
-                "resources": ["secrets"],
-                "providers": [{"aescbc": {"keys": [{"name": name, "secret": secret}] + others}}]
-                + tail
-                + [{"identity": {}}],
-            }
-        ],
-    }
+        document = {k: v for k, v in existing.items() if k != "resources"}
+        first = _first_entry(existing)
+        if first is not None:
+            entry = dict(first)
+        rest = list(existing["resources"][1:])
+    providers = list(entry.get("providers") or [])
+    keys = _keys_of(providers[0]) if providers else None
+    if keys is not None and "aescbc" in providers[0]:
+        providers = providers[1:]
+        others = [item for item in keys if not (isinstance(item, dict) and item.get("secret") == secret)]
+    used = {item.get("name") for item in others if isinstance(item, dict)}
+    number = 1
+    while "key{}".format(number) in used:
+        number += 1
+    if not any(isinstance(p, dict) and "identity" in p for p in providers):
+        providers.append({"identity": {}})
+    entry["providers"] = [{"aescbc": {"keys": [{"name": "key{}".format(number), "secret": secret}] + others}}]
+    entry["providers"] += providers
+    document["resources"] = [entry] + rest
+    return document
 
 
 def dump(document: Dict[str, Any]) -> str:
@@ -163,29 +165,44 @@ def dump(document: Dict[str, Any]) -> str:
 def write_key(path: str, value: str) -> bool:
     """Make ``value`` (the Vault form) the key the apiserver encrypts with; True if the file changed.
 
-    Raises ValueError for a value that is not a usable key (never echoing it).
+    Raises ValueError for a value that is not a usable key (never echoing
+    it), and EncryptionConfigError for a file that exists but cannot be read:
+    it is what the apiserver uses, so it is never replaced blindly.  Temp
+    files a killed hook left behind are removed, and the file is made 0600
+    even when its content stays.
     """
     if not valid_key(value):
         raise ValueError("the encryption key is not a string of 16, 24 or 32 bytes")
-    try:
-        existing = _load(path)
-    except EncryptionConfigError:
-        existing = None  # unusable file: replaced, its content cannot be trusted
-    if existing is not None:
-        try:
-            if read_key(path) == value:
-                return False  # already in use: the apiserver keeps reading the same bytes
-        except EncryptionConfigError:
-            existing = None
+    remove_stale_temp_files(path)
+    existing = _load(path)
+    if existing is not None and read_key(path) == value:
+        if os.stat(path).st_mode & 0o777 != 0o600:
+            os.chmod(path, 0o600)
+        return False  # already in use: the apiserver keeps reading the same bytes
     write_atomically(path, dump(render(value, existing)))
     return True
+
+
+def remove_stale_temp_files(path: str) -> None:
+    """Remove temp files of ours (which may hold a key) left by a hook that died mid-write."""
+    directory = os.path.dirname(path) or "."
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(TEMP_PREFIX):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
 
 
 def write_atomically(path: str, text: str) -> None:
     """Replace ``path`` with ``text``, mode 0600, never leaving a partial or readable copy."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".encryption-config.")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX)
     try:
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w") as handle:

@@ -6,10 +6,13 @@ the layer needs no other layer (such as layer:options) to find its settings.
 """
 
 import os
+import re
 from typing import Any, Dict, Optional
 
 import yaml
 from charmhelpers.core import hookenv
+
+from charms.layer.vault_kv_errors import VaultMisconfigured
 
 LAYER_NAME = "vault-kv"
 DEFAULTS: Dict[str, Any] = {
@@ -28,26 +31,62 @@ def layer_options() -> Dict[str, Any]:
             data = yaml.safe_load(handle) or {}
     except FileNotFoundError:
         return options
+    except (OSError, yaml.YAMLError):
+        raise VaultMisconfigured("the charm's layer.yaml cannot be read") from None
+    if not isinstance(data, dict) or not isinstance(data.get("options") or {}, dict):
+        raise VaultMisconfigured("the charm's layer.yaml has no usable options")
     found = (data.get("options") or {}).get(LAYER_NAME) or {}
     if isinstance(found, dict):
         options.update({k: v for k, v in found.items() if v is not None})
     return options
 
 
-def format_backend_name(template: str) -> str:
-    """Fill ``{app}`` and ``{model-uuid}`` into a backend name template.
+PLACEHOLDERS = ("{app}", "{model-uuid}")
+_NAME = re.compile(r"^charm-[a-z0-9-]+$")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_APP = re.compile(r"^[a-z][a-z0-9-]*$")
 
-    Raises ValueError for a template that names anything else or that does
-    not give a name the vault charm serves (it only serves ``charm-*``).
-    """
-    values = {"app": hookenv.application_name(), "model-uuid": hookenv.model_uuid()}
+
+def substitute(template: str) -> str:
+    """Fill ``{app}`` and ``{model-uuid}`` into a template, without checking anything."""
+    values = {"{app}": hookenv.application_name() or "", "{model-uuid}": hookenv.model_uuid() or ""}
     name = template
-    for key, value in values.items():
-        name = name.replace("{" + key + "}", value or "")
-    if "{" in name or "}" in name:
-        raise ValueError("secrets-backend-format {!r}: only {{app}} and {{model-uuid}} may be used".format(template))
-    if not name.startswith("charm-"):
-        raise ValueError("secrets-backend-format {!r}: the name must start with 'charm-'".format(template))
+    for placeholder, value in values.items():
+        name = name.replace(placeholder, value)
+    return name
+
+
+def format_backend_name(template: Any) -> str:
+    """Fill ``{app}`` and ``{model-uuid}`` into a backend name template, checked.
+
+    Raises VaultMisconfigured (the unit shows ``blocked``) for a template that
+    is not a string, names another placeholder, lacks ``{app}`` (every
+    application of the model would share one backend), or does not give a
+    name the vault charm serves and Vault accepts as one path segment
+    (``charm-`` then lower-case letters, digits and hyphens); and when Juju
+    gave no valid model UUID for ``{model-uuid}``.
+    """
+    if not isinstance(template, str) or not template:
+        raise VaultMisconfigured("secrets-backend-format must be a non-empty string")
+    rest = template
+    for placeholder in PLACEHOLDERS:
+        rest = rest.replace(placeholder, "")
+    if "{" in rest or "}" in rest:
+        raise VaultMisconfigured(
+            "secrets-backend-format {!r}: only {{app}} and {{model-uuid}} may be used".format(template)
+        )
+    if "{app}" not in template:
+        raise VaultMisconfigured("secrets-backend-format {!r} must contain {{app}}".format(template))
+    if not _APP.match(hookenv.application_name() or ""):
+        raise VaultMisconfigured("the application name from Juju is not usable in a backend name")
+    if "{model-uuid}" in template and not _UUID.match(hookenv.model_uuid() or ""):
+        raise VaultMisconfigured("Juju gave no valid model UUID for secrets-backend-format {!r}".format(template))
+    name = substitute(template)
+    if not _NAME.match(name):
+        raise VaultMisconfigured(
+            "secrets-backend-format {!r}: the name must start with 'charm-' and hold only"
+            " lower-case letters, digits and '-'".format(template)
+        )
     return name
 
 

@@ -35,31 +35,85 @@ _TRANSIENT = (
 
 @contextmanager
 def translate_errors(doing: str, login: bool = False) -> Iterator[None]:
-    """Turn hvac and requests failures met while ``doing`` into layer exceptions.
+    """Turn every failure met while ``doing`` a Vault request into a layer exception.
+
+    The one place where hvac, requests and JSON decoding errors are
+    translated: whatever the server or the network does, the caller gets a
+    ``VaultNotReady`` (or, for refused credentials, ``VaultCredentialsInvalid``)
+    with a message that names the condition, never a value.  The original
+    exception is not chained: its text can hold a header value, such as a
+    one-shot token (requests' ``InvalidHeader``).
 
     With ``login`` set, 400 and 403 mean the credentials themselves were
-    refused (``VaultCredentialsInvalid``).  Otherwise a 403 is left to the
-    caller, which may log in again.
+    refused.  Otherwise a 403 is left to the caller, which may log in again.
     """
     try:
         yield
-    except requests.exceptions.SSLError as error:
-        raise VaultNotReady("TLS verification of Vault's certificate failed while {}".format(doing)) from error
-    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
-        raise VaultNotReady("cannot connect to Vault while {}".format(doing)) from error
-    except hvac_errors.InvalidRequest as error:
-        if login:
-            raise VaultCredentialsInvalid("Vault refused this unit's credentials while {}".format(doing)) from error
-        raise VaultNotReady("Vault rejected the request while {}".format(doing)) from error
-    except hvac_errors.Forbidden as error:
-        if login:
-            raise VaultCredentialsInvalid("Vault refused this unit's credentials while {}".format(doing)) from error
+    except VaultNotReady:
         raise
-    except hvac_errors.InvalidPath as error:
-        raise VaultNotReady("Vault has no such path while {} (backend not mounted yet?)".format(doing)) from error
+    except hvac_errors.Forbidden:
+        if login:
+            raise VaultCredentialsInvalid("Vault refused this unit's credentials while {}".format(doing)) from None
+        raise
+    except hvac_errors.InvalidRequest:
+        if login:
+            raise VaultCredentialsInvalid("Vault refused this unit's credentials while {}".format(doing)) from None
+        raise VaultNotReady("Vault rejected the request while {}".format(doing)) from None
+    except hvac_errors.InvalidPath:
+        raise VaultNotReady("Vault has no such path while {} (backend not mounted yet?)".format(doing)) from None
     except tuple(kind for kind, _ in _TRANSIENT) as error:
         reason = next(text for kind, text in _TRANSIENT if isinstance(error, kind))
-        raise VaultNotReady("{} while {}".format(reason, doing)) from error
+        raise VaultNotReady("{} while {}".format(reason, doing)) from None
+    except hvac_errors.VaultError as error:
+        raise VaultNotReady("Vault answered {} while {}".format(type(error).__name__, doing)) from None
+    except requests.exceptions.SSLError:
+        raise VaultNotReady("TLS verification of Vault's certificate failed while {}".format(doing)) from None
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout):
+        raise VaultNotReady("cannot connect to Vault while {}".format(doing)) from None
+    except requests.exceptions.TooManyRedirects:
+        raise VaultNotReady("Vault redirected too often while {}".format(doing)) from None
+    except requests.exceptions.RequestException as error:
+        raise VaultNotReady("the request failed ({}) while {}".format(type(error).__name__, doing)) from None
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as error:
+        # a body that is not JSON, or JSON of an unexpected shape
+        raise VaultNotReady("Vault's answer was not usable ({}) while {}".format(type(error).__name__, doing)) from None
+
+
+def checked_answer(answer: Any, doing: str) -> Optional[Dict[str, Any]]:
+    """The JSON object Vault answered, or None for an empty success (204, 404 on read).
+
+    hvac hands back the raw response when the body is not JSON, and for
+    redirects, which are never followed: a redirect could take the token to
+    another host.
+    """
+    if answer is None or isinstance(answer, dict):
+        return answer
+    status = getattr(answer, "status_code", None)
+    if isinstance(status, int) and 300 <= status < 400:
+        raise VaultNotReady("Vault answered with a redirect, not followed, while {}".format(doing))
+    if status == 204:
+        return None
+    raise VaultNotReady("Vault's answer was not JSON while {}".format(doing))
+
+
+def new_client(url: str, verify: Any, token: str = "") -> hvac.Client:
+    """An hvac client that uses only what it is given.
+
+    No ambient token (hvac would read ``VAULT_TOKEN`` or ``~/.vault-token``
+    when none is passed), no client certificate, proxy or CA bundle from the
+    environment, and no redirects followed.
+    """
+    session = requests.Session()
+    session.trust_env = False
+    return hvac.Client(
+        url=url,
+        token=token or "",
+        cert=(),
+        verify=verify,
+        timeout=REQUEST_TIMEOUT,
+        allow_redirects=False,
+        session=session,
+    )
 
 
 class VaultSession:
@@ -74,9 +128,11 @@ class VaultSession:
         self.logins = 0
 
     def _login(self) -> hvac.Client:
-        client = hvac.Client(url=self._url, verify=self._verify, timeout=REQUEST_TIMEOUT)
         with translate_errors("logging in to Vault", login=True):
-            client.auth.approle.login(role_id=self._role_id, secret_id=self._secret_id)
+            client = new_client(self._url, self._verify)
+            answer = client.auth.approle.login(role_id=self._role_id, secret_id=self._secret_id)
+            if not ((checked_answer(answer, "logging in to Vault") or {}).get("auth") or {}).get("client_token"):
+                raise VaultNotReady("Vault's login answer held no token")
         self.logins += 1
         hookenv.log("vault-kv: logged in to Vault (login {} of this hook)".format(self.logins), level=hookenv.DEBUG)
         self._client = client
@@ -104,8 +160,23 @@ class VaultSession:
             raise VaultNotReady("Vault's policy for this unit does not grant {} (yet)".format(what)) from error
 
     def read(self, path: str) -> Optional[Dict[str, Any]]:
-        """The data at ``path``, or None if nothing is stored there."""
-        response = self._call("reading", path, lambda client: client.read(path))
+        """The data at ``path``, or None if nothing is stored there.
+
+        A 404 with an error ("no handler for route": the backend is not
+        mounted) is not "nothing stored": it raises, so that no caller takes
+        an unavailable backend for an empty one.
+        """
+        what = "reading " + path
+
+        def get(client: hvac.Client) -> Any:
+            try:
+                return client.adapter.get("/v1/" + path)
+            except hvac_errors.InvalidPath as error:
+                if getattr(error, "errors", None):
+                    raise VaultNotReady("the backend of {} is not available (not mounted?)".format(path)) from None
+                return None
+
+        response = checked_answer(self._call("reading", path, get), what)
         if not response:
             return None
         data = response.get("data")
@@ -113,17 +184,18 @@ class VaultSession:
 
     def write(self, path: str, data: Dict[str, Any]) -> None:
         """Replace the secret at ``path`` with ``data`` (kv version 1 semantics)."""
-        self._call("writing", path, lambda client: client.write_data(path, data=data))
+        answer = self._call("writing", path, lambda client: client.write_data(path, data=data))
+        checked_answer(answer, "writing " + path)
 
     def list(self, path: str) -> List[str]:
         """The names under ``path`` (folders end with ``/``); empty when there are none."""
-        response = self._call("listing", path, lambda client: client.list(path))
+        response = checked_answer(self._call("listing", path, lambda client: client.list(path)), "listing " + path)
         keys = ((response or {}).get("data") or {}).get("keys") if isinstance(response, dict) else None
         return [k for k in keys if isinstance(k, str)] if isinstance(keys, list) else []
 
     def delete(self, path: str) -> None:
         """Remove the secret at ``path``."""
-        self._call("deleting", path, lambda client: client.delete(path))
+        checked_answer(self._call("deleting", path, lambda client: client.delete(path)), "deleting " + path)
 
 
 _sessions: Dict[Tuple[str, str, str, Any], VaultSession] = {}
