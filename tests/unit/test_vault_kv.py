@@ -196,6 +196,14 @@ class TestSecretId:
         with pytest.raises(VaultCredentialsInvalid, match="already used.*refresh-secrets"):
             vault_kv.get_vault_config()
 
+    def test_spent_token_stays_blocked_with_the_remedy_in_later_hooks(self, vault):
+        vault.wrapped.clear()
+        for _ in range(3):  # not "waiting for a token" from the second hook on
+            vault_kv.reset_cached_state()
+            with pytest.raises(VaultCredentialsInvalid, match="refresh-secrets"):
+                vault_kv.get_vault_config()
+        assert vault.count("unwrap") == 1  # and the spent token is not tried again
+
     def test_spent_token_with_stored_secret_uses_it_and_is_not_retried(self, vault, kv):
         kv["layer.vault-kv.secret_id"] = "secret-app-0"
         vault.wrapped.clear()

@@ -149,6 +149,9 @@ def current_secret_id(vault_url: str, unit_name: str, role_id: str, tokens: List
     spent = False
     for token in tokens:
         if _already_used(token, known):
+            # used or found spent in an earlier hook; without a secret_id for
+            # it that is still the operator's refresh-secrets, not a wait
+            spent = spent or known is None
             continue
         try:
             secret_id = unwrap_secret_id(vault_url, token, verify)
