@@ -14,23 +14,28 @@ never carries a credential or a stored value.
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-import hvac
-import hvac.exceptions as hvac_errors
-import requests
 from charmhelpers.core import hookenv
 
 from charms.layer.vault_kv_errors import VaultCredentialsInvalid, VaultNotReady
 
 REQUEST_TIMEOUT = 15
 
-_TRANSIENT = (
-    (hvac_errors.VaultDown, "Vault is sealed or in standby without a leader"),
-    (hvac_errors.VaultNotInitialized, "Vault is not initialised"),
-    (hvac_errors.BadGateway, "Vault answered 502 Bad Gateway"),
-    (hvac_errors.InternalServerError, "Vault answered with an internal error"),
-    (hvac_errors.RateLimitExceeded, "Vault is rate-limiting requests"),
-    (hvac_errors.UnexpectedError, "Vault answered with an unexpected error"),
+# hvac and requests are imported on first use: a charm whose Vault relation is
+# optional (kubernetes-control-plane) pays nothing for them in hooks without it.
+_TRANSIENT_REASONS = (
+    ("VaultDown", "Vault is sealed or in standby without a leader"),
+    ("VaultNotInitialized", "Vault is not initialised"),
+    ("BadGateway", "Vault answered 502 Bad Gateway"),
+    ("InternalServerError", "Vault answered with an internal error"),
+    ("RateLimitExceeded", "Vault is rate-limiting requests"),
+    ("UnexpectedError", "Vault answered with an unexpected error"),
 )
+
+
+def _transient():
+    import hvac.exceptions as hvac_errors
+
+    return tuple((getattr(hvac_errors, name), text) for name, text in _TRANSIENT_REASONS)
 
 
 @contextmanager
@@ -47,6 +52,10 @@ def translate_errors(doing: str, login: bool = False) -> Iterator[None]:
     With ``login`` set, 400 and 403 mean the credentials themselves were
     refused.  Otherwise a 403 is left to the caller, which may log in again.
     """
+    import hvac.exceptions as hvac_errors
+    import requests
+
+    transient = _transient()
     try:
         yield
     except VaultNotReady:
@@ -61,8 +70,8 @@ def translate_errors(doing: str, login: bool = False) -> Iterator[None]:
         raise VaultNotReady("Vault rejected the request while {}".format(doing)) from None
     except hvac_errors.InvalidPath:
         raise VaultNotReady("Vault has no such path while {} (backend not mounted yet?)".format(doing)) from None
-    except tuple(kind for kind, _ in _TRANSIENT) as error:
-        reason = next(text for kind, text in _TRANSIENT if isinstance(error, kind))
+    except tuple(kind for kind, _ in transient) as error:
+        reason = next(text for kind, text in transient if isinstance(error, kind))
         raise VaultNotReady("{} while {}".format(reason, doing)) from None
     except hvac_errors.VaultError as error:
         raise VaultNotReady("Vault answered {} while {}".format(type(error).__name__, doing)) from None
@@ -96,13 +105,16 @@ def checked_answer(answer: Any, doing: str) -> Optional[Dict[str, Any]]:
     raise VaultNotReady("Vault's answer was not JSON while {}".format(doing))
 
 
-def new_client(url: str, verify: Any, token: str = "") -> hvac.Client:
+def new_client(url: str, verify: Any, token: str = "") -> Any:
     """An hvac client that uses only what it is given.
 
     No ambient token (hvac would read ``VAULT_TOKEN`` or ``~/.vault-token``
     when none is passed), no client certificate, proxy or CA bundle from the
     environment, and no redirects followed.
     """
+    import hvac
+    import requests
+
     session = requests.Session()
     session.trust_env = False
     return hvac.Client(
@@ -124,10 +136,10 @@ class VaultSession:
         self._role_id = config["role_id"]
         self._secret_id = config["secret_id"]
         self._verify = config.get("vault_ca") or True
-        self._client: Optional[hvac.Client] = None
+        self._client: Any = None
         self.logins = 0
 
-    def _login(self) -> hvac.Client:
+    def _login(self) -> Any:
         with translate_errors("logging in to Vault", login=True):
             client = new_client(self._url, self._verify)
             answer = client.auth.approle.login(role_id=self._role_id, secret_id=self._secret_id)
@@ -138,17 +150,19 @@ class VaultSession:
         self._client = client
         return client
 
-    def _call(self, doing: str, path: str, action: Callable[[hvac.Client], Any]) -> Any:
+    def _call(self, doing: str, path: str, action: Callable[[Any], Any]) -> Any:
         """Run one request, logging in first if needed and once more on a 403."""
+        import hvac.exceptions as hvac_errors
+
         fresh_login = self._client is None
         client = self._client or self._login()
         what = "{} {}".format(doing, path)
         try:
             with translate_errors(what):
                 return action(client)
-        except hvac_errors.Forbidden as error:
+        except hvac_errors.Forbidden:
             if fresh_login:  # a token this new has not expired: the policy says no
-                raise VaultNotReady("Vault's policy for this unit does not grant {} (yet)".format(what)) from error
+                raise VaultNotReady("Vault's policy for this unit does not grant {} (yet)".format(what)) from None
             hookenv.log(
                 "vault-kv: 403 while {}; token expired? logging in again once".format(what), level=hookenv.DEBUG
             )
@@ -156,8 +170,8 @@ class VaultSession:
         try:
             with translate_errors(what):
                 return action(client)
-        except hvac_errors.Forbidden as error:
-            raise VaultNotReady("Vault's policy for this unit does not grant {} (yet)".format(what)) from error
+        except hvac_errors.Forbidden:
+            raise VaultNotReady("Vault's policy for this unit does not grant {} (yet)".format(what)) from None
 
     def read(self, path: str) -> Optional[Dict[str, Any]]:
         """The data at ``path``, or None if nothing is stored there.
@@ -168,11 +182,13 @@ class VaultSession:
         """
         what = "reading " + path
 
-        def get(client: hvac.Client) -> Any:
+        def get(client: Any) -> Any:
+            import hvac.exceptions as hvac_errors
+
             try:
                 return client.adapter.get("/v1/" + path)
             except hvac_errors.InvalidPath as error:
-                if getattr(error, "errors", None):
+                if getattr(error, "errors", None):  # "no handler for route": not mounted
                     raise VaultNotReady("the backend of {} is not available (not mounted?)".format(path)) from None
                 return None
 
