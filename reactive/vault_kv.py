@@ -151,9 +151,12 @@ def derive_app_kv_flags():
 def record_app_kv_hashes():
     """At hook exit: record what this unit has seen; the leader wakes the others.  Nothing escapes."""
     app_kv = vault_kv.VaultAppKV.loaded()
-    if app_kv is None:
-        return
     try:
+        for store in (app_kv, vault_kv.VaultUnitKV.loaded()):
+            if store is not None:
+                store.log_writes()
+        if app_kv is None:
+            return
         if hookenv.is_leader() and app_kv.any_changed():
             hookenv.leader_set({"vault-kv-nonce": app_kv.data_digest()})
         app_kv.update_hashes()

@@ -175,9 +175,60 @@ class TestHookExit:
         handlers.derive_app_kv_flags()
         handlers.record_app_kv_hashes()
         added = connected.requests[len(before) :]
-        assert [kind for kind, _ in added] == ["login", "read", "read"]
+        assert [kind for kind, _ in added] == ["login", "read"]  # seen hashes come from the local copy
         assert juju["leader_data"] == {"vault-kv-backend": "charm-app"}
         assert hookenv.leader_set.call_count == 1
+
+    def test_a_hook_reads_vaults_hashes_only_when_its_local_copy_is_missing(self, connected, kv):
+        connected.data[APP] = {"encryption_key": "K"}
+        vault_kv.VaultAppKV().update_hashes()
+        kv.pop("layer.vault-kv.seen-hashes-at")
+        new_hook()
+        before = len(connected.requests)
+        handlers.derive_app_kv_flags()
+        assert [kind for kind, _ in connected.requests[before:]] == ["login", "read", "read"]
+
+
+class TestRequestCounts:
+    """The cost of a hook in Vault requests, as issue 11 sets it: 2 / 5 / 14, and 5 for 100 keys at once."""
+
+    def steady(self, connected):
+        connected.data[APP] = {"encryption_key": "K"}
+        vault_kv.VaultAppKV().update_hashes()
+        new_hook()
+        return len(connected.requests)
+
+    def hook_cost(self, connected, body, before):
+        handlers.derive_app_kv_flags()
+        body()
+        handlers.record_app_kv_hashes()
+        return [kind for kind, _ in connected.requests[before:]]
+
+    def test_steady_hook_costs_a_login_and_one_read(self, connected):
+        before = self.steady(connected)
+        assert self.hook_cost(connected, lambda: None, before) == ["login", "read"]
+
+    def test_setting_one_key_costs_five(self, connected):
+        before = self.steady(connected)
+        cost = self.hook_cost(connected, lambda: vault_kv.VaultAppKV().set("k0", 0), before)
+        assert cost == ["login", "read", "read", "write", "write"]  # re-read before the first write, hashes
+
+    def test_ten_keys_one_after_another_cost_fourteen(self, connected):
+        before = self.steady(connected)
+
+        def body():
+            for n in range(10):
+                vault_kv.VaultAppKV()["k{}".format(n)] = n
+
+        assert len(self.hook_cost(connected, body, before)) == 14
+        assert len(connected.data[APP]) == 11  # and no key was lost on the way
+
+    def test_a_hundred_keys_through_update_cost_five(self, connected):
+        before = self.steady(connected)
+        cost = self.hook_cost(
+            connected, lambda: vault_kv.VaultAppKV().update({"k{}".format(n): n for n in range(100)}), before
+        )
+        assert len(cost) == 5 and len(connected.data[APP]) == 101
 
     def test_exit_never_loads_the_store_itself(self, connected):
         handlers.record_app_kv_hashes()

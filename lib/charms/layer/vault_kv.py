@@ -16,10 +16,10 @@ Differences from the old layer, each a defect it had:
 """
 
 import json
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Set
 
 from charmhelpers.core import hookenv
-from charms.reactive import clear_flag, get_flags, set_flag
+from charms.reactive import clear_flag, get_flags, is_flag_set, set_flag
 
 from charms.layer import vault_kv_local_copies, vault_kv_migration, vault_kv_options
 from charms.layer.vault_kv_credentials import get_vault_config
@@ -92,6 +92,8 @@ class _VaultBaseKV(dict, metaclass=_Singleton):
         self._path = path
         self._session = session
         self._fresh_for_write = False
+        self._written: Set[str] = set()
+        self._removed: Set[str] = set()
         super().__init__(session.read(path) or {})
 
     # -- keeping Vault and the dict the same --------------------------------
@@ -153,11 +155,27 @@ class _VaultBaseKV(dict, metaclass=_Singleton):
             dict.__setitem__(self, key, updates[key])
         for key in deletes:
             dict.__delitem__(self, key)
-        log("wrote {} key(s) and removed {} at {}".format(len(changed), len(deletes), self._path))
+        self._written.update(changed)
+        self._removed.update(deletes)
+        self._removed.difference_update(changed)
         for key in list(changed) + list(deletes):
             self._after_change(key)
 
     # -- the dict interface, every mutation persisted -----------------------
+
+    def log_writes(self) -> None:
+        """One log line for all the writes of this hook, naming the keys (never values)."""
+        if self._written or self._removed:
+            log(
+                "wrote {} and removed {} at {}".format(
+                    ", ".join(sorted(self._written - self._removed)) or "nothing",
+                    ", ".join(sorted(self._removed)) or "nothing",
+                    self._path,
+                ),
+                level=hookenv.INFO,
+            )
+        self._written.clear()
+        self._removed.clear()
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._apply({key: value})
@@ -251,22 +269,37 @@ class VaultAppKV(_VaultBaseKV):
             vault_kv_migration.settle_without_legacy(session)
         self._hash_path = "{}/kv/app-hashes/{}".format(backend, unit_number())
         super().__init__("{}/kv/app".format(backend), session)
-        stored = session.read(self._hash_path)
-        # a unit new to this backend (after a move) starts from what it has seen
+        # the hashes this unit recorded: its local copy of what it wrote to Vault,
+        # else Vault's, else (new to this backend, after a move) what it has seen
+        stored = vault_kv_local_copies.recorded_hashes(self._hash_path)
+        self._vault_hashes_current = stored is not None
+        if stored is None:
+            stored = session.read(self._hash_path)
+            self._vault_hashes_current = stored is not None
         self._old_hashes: Dict[str, str] = stored if stored is not None else vault_kv_local_copies.seen_hashes()
         self._new_hashes: Dict[str, str] = {key: value_hash(value) for key, value in self.items()}
         self._awaited = set(vault_kv_local_copies.awaited_keys())
+        self._any_changed_toggled = False
         if self._awaited & set(self):
             self._awaited -= set(self)
             vault_kv_local_copies.set_awaited_keys(self._awaited)
         self._derive_flags()
 
     def _derive_flags(self) -> None:
-        """Set the app-kv flags for every key we know of, and clear stale ones."""
+        """Set the app-kv flags for every key we know of, and clear stale ones.
+
+        The flags are read once and only the differences are written: every
+        set or clear makes charms.reactive read all flags again, so a hook
+        with many keys would otherwise cost the square of their number.
+        """
+        current = set(get_flags())
         set_prefix = FLAG_PREFIX + "set."
-        flagged = {flag[len(set_prefix) :] for flag in get_flags() if flag.startswith(set_prefix)}
+        flagged = {flag[len(set_prefix) :] for flag in current if flag.startswith(set_prefix)}
+        any_changed = False
         for key in sorted(set(self) | set(self._old_hashes) | flagged):
-            self._manage_flags(key)
+            any_changed = self._manage_key_flags(key, current) or any_changed
+        if any_changed:
+            self._toggle_any_changed(FLAG_ANY_CHANGED in current)
 
     def _after_change(self, key: str) -> None:
         if key in self:
@@ -276,25 +309,39 @@ class VaultAppKV(_VaultBaseKV):
                 vault_kv_local_copies.set_awaited_keys(self._awaited)
         else:
             self._new_hashes.pop(key, None)
-        self._manage_flags(key)
+        names = (FLAG_PREFIX + "changed." + key, FLAG_PREFIX + "set." + key)
+        if self._manage_key_flags(key, {name for name in names if is_flag_set(name)}):
+            self._toggle_any_changed(is_flag_set(FLAG_ANY_CHANGED))
 
     def missing_after_move(self) -> List[str]:
         """Keys a move to this backend could not bring, still awaited (see ``vault_kv_local_copies``)."""
         return sorted(self._awaited)
 
-    def _manage_flags(self, key: str) -> None:
+    def _manage_key_flags(self, key: str, current: Set[str]) -> bool:
+        """Bring ``key``'s flags in line, touching only what differs from ``current``; True if it changed."""
         key_changed = FLAG_PREFIX + "changed." + key
         key_set = FLAG_PREFIX + "set." + key
-        if self.is_changed(key):
+        changed = self.is_changed(key)
+        if changed:
             # clear then set, so handlers run again even if the flag was left set
-            clear_flag(FLAG_ANY_CHANGED)
-            set_flag(FLAG_ANY_CHANGED)
-            clear_flag(key_changed)
+            if key_changed in current:
+                clear_flag(key_changed)
             set_flag(key_changed)
-        if self.get(key) is not None or key in self._awaited:
+        wanted = self.get(key) is not None or key in self._awaited
+        if wanted and key_set not in current:
             set_flag(key_set)
-        else:
+        elif not wanted and key_set in current:
             clear_flag(key_set)
+        return changed
+
+    def _toggle_any_changed(self, is_set: bool) -> None:
+        """Raise ``app-kv.changed`` again, at most once per hook."""
+        if self._any_changed_toggled:
+            return
+        if is_set:
+            clear_flag(FLAG_ANY_CHANGED)
+        set_flag(FLAG_ANY_CHANGED)
+        self._any_changed_toggled = True
 
     @classmethod
     def _clear_all_flags(cls) -> None:
@@ -323,18 +370,22 @@ class VaultAppKV(_VaultBaseKV):
     def update_hashes(self) -> None:
         """Record the current hashes in Vault, marking every value as seen.
 
-        Done at hook exit.  Costs no request when nothing changed.
+        Done at hook exit.  Costs no request when nothing changed and Vault
+        already holds them; Vault's copy is what the old layer and
+        kubernetes-control-plane 1.29 read, so it is written whenever it is
+        missing or differs.
         """
-        if self._new_hashes == self._old_hashes:
-            vault_kv_local_copies.remember_seen_hashes(self._new_hashes)
+        if self._new_hashes == self._old_hashes and self._vault_hashes_current:
+            vault_kv_local_copies.remember_seen_hashes(self._new_hashes, self._hash_path)
             return
         if self._new_hashes:
             self._session.write(self._hash_path, dict(self._new_hashes))
-        else:
+        elif self._vault_hashes_current:
             self._session.delete(self._hash_path)
         log("recorded value hashes at {}".format(self._hash_path))
         self._old_hashes = dict(self._new_hashes)
-        vault_kv_local_copies.remember_seen_hashes(self._new_hashes)
+        self._vault_hashes_current = True
+        vault_kv_local_copies.remember_seen_hashes(self._new_hashes, self._hash_path)
 
 
 def _get_secret_backend(backend_format: Optional[str] = None, **_ignored: Any) -> str:

@@ -22,6 +22,7 @@ from charms.layer.vault_kv_hashing import value_hash
 
 KV_SEEN_HASHES = "layer.vault-kv.seen-hashes"
 KV_AWAITED = "layer.vault-kv.awaited-keys"
+KV_SEEN_HASHES_AT = "layer.vault-kv.seen-hashes-at"
 
 _local_sources: Dict[str, Callable[[], Optional[Any]]] = {}
 
@@ -53,9 +54,23 @@ def local_value(key: str) -> Optional[Any]:
         return None
 
 
-def remember_seen_hashes(hashes: Dict[str, str]) -> None:
-    """Keep a local copy of the hashes this unit recorded in Vault."""
+def remember_seen_hashes(hashes: Dict[str, str], recorded_at: Optional[str] = None) -> None:
+    """Keep a local copy of the hashes this unit recorded in Vault (at ``recorded_at``).
+
+    With the Vault path it was recorded at, the copy stands in for reading
+    that path in later hooks: a steady hook then costs one login and one read.
+    """
     unitdata.kv().set(KV_SEEN_HASHES, dict(hashes))
+    unitdata.kv().set(KV_SEEN_HASHES_AT, recorded_at)
+
+
+def recorded_hashes(path: str) -> Optional[Dict[str, str]]:
+    """The local copy of the hashes recorded at ``path`` in Vault, or None if it is not that path's."""
+    store = unitdata.kv()
+    if store.get(KV_SEEN_HASHES_AT) != path:
+        return None
+    hashes = store.get(KV_SEEN_HASHES)
+    return dict(hashes) if isinstance(hashes, dict) else None
 
 
 def seen_hashes() -> Dict[str, str]:
