@@ -131,7 +131,7 @@ class VaultKVProvides(Endpoint):
         with a warning (requirers will ignore it).
         """
         if isinstance(vault_ca, bytes):
-            vault_ca = vault_ca.decode("ascii")
+            vault_ca = vault_ca.decode("ascii", "replace")  # base64 is ASCII; anything else is dropped below
         if vault_ca is not None and not isinstance(vault_ca, str):
             raise TypeError("publish_ca: vault_ca must be a base64 string or None")
         if not vault_ca or not vault_ca.strip():

@@ -15,6 +15,7 @@ from charms.reactive import (
     clear_flag,
     data_changed,
     endpoint_from_flag,
+    is_flag_set,
     set_flag,
     when,
     when_not,
@@ -40,10 +41,11 @@ def request_vault_access():
     except vault_kv.VaultNotReady as error:  # an invalid backend format: no request, no move
         vault_kv_status.blocked(str(error))
         return
-    if vault_kv_migration.needed() and not vault_kv_migration.in_progress():
+    if vault_kv_migration.needed() and not is_flag_set(vault_kv_migration.FLAG_IN_PROGRESS):
         vault_kv_migration.begin()
     elif vault_kv_migration.active() is None:
         vault_kv_migration.set_active(target)
+        vault_kv_migration.mark_joined_empty()
     endpoint = endpoint_from_flag("vault-kv.connected")
     endpoint.request_secret_backend(target["backend"], isolated=False, unit_name=target["unit_name"])
     data_changed("layer.vault-kv.request", target)
@@ -158,7 +160,7 @@ def record_app_kv_hashes():
         if app_kv is None:
             return
         if hookenv.is_leader() and app_kv.any_changed():
-            hookenv.leader_set({"vault-kv-nonce": app_kv.data_digest()})
+            hookenv.leader_set({vault_kv_migration.LEADER_NONCE: app_kv.data_digest()})
         app_kv.update_hashes()
     except vault_kv.VaultNotReady as error:
         hookenv.log("vault-kv: hashes not recorded, next hook will: {}".format(error), level=hookenv.WARNING)

@@ -15,14 +15,18 @@ and still leave one key list, identical on every unit:
   key from its own file before it would ever generate one, and a file that
   exists but cannot be read blocks it instead of generating;
 - every unit writes the key to the file when ready and the key is set, then
-  sets ``kubernetes-control-plane.secure-storage.created``;
-- ``created`` is cleared only when the vault-kv relation is gone, never for a
-  transient Vault outage (a sealed Vault must not make a charm redo its
-  secure storage) and never during a move to a new backend.
+  sets ``kubernetes-control-plane.secure-storage.created``; in a charm that
+  includes layer:vaultlocker it leaves the first write (and the encrypted
+  mount) to the charm and only keeps the file in line with Vault afterwards;
+- ``created`` is never cleared by this layer: not for a transient Vault
+  outage, not during a move, not when the relation goes (the charm would
+  mount its encrypted storage a second time over the directory).
 """
 
+import os
+
 from charmhelpers.core import hookenv
-from charms.reactive import clear_flag, set_flag, when, when_not
+from charms.reactive import clear_flag, is_flag_set, set_flag, when, when_not
 
 from charms.layer import vault_kv, vault_kv_local_copies, vault_kv_options, vault_kv_status
 from charms.layer import vault_kv_encryption_config as encryption_config
@@ -35,6 +39,12 @@ FLAG_FAILED = "kubernetes-control-plane.secure-storage.failed"
 def config_path():
     """The EncryptionConfiguration path, or None when secure storage is off."""
     return vault_kv_options.layer_options().get("encryption-config-path") or None
+
+
+def includes_vaultlocker() -> bool:
+    """Whether the built charm includes layer:vaultlocker (whose library it then carries)."""
+    root = hookenv.charm_dir() or os.getcwd()
+    return os.path.exists(os.path.join(root, "lib", "charms", "layer", "vaultlocker.py"))
 
 
 def _read_local_key():
@@ -70,7 +80,17 @@ if config_path():
 
     @when("layer.vault-kv.ready", "layer.vault-kv.app-kv.set.encryption_key")
     def write_encryption_config():
-        """Make the file hold Vault's key (rewritten only when it differs), then flag it."""
+        """Make the file hold Vault's key (rewritten only when it differs), then flag it.
+
+        In a charm that includes layer:vaultlocker (kubernetes-control-plane
+        does), nothing is written before ``layer.vaultlocker.ready``: the charm
+        mounts encrypted storage over the directory first, and a file written
+        before would end up unencrypted, or hidden under the mount.
+        """
+        if includes_vaultlocker() and not is_flag_set("layer.vaultlocker.ready"):
+            return
+        if includes_vaultlocker() and not is_flag_set(FLAG_CREATED):
+            return  # the charm's create_secure_storage mounts, writes and sets created itself
         path = config_path()
         try:
             value = vault_kv.VaultAppKV().get(KEY)
@@ -97,8 +117,3 @@ if config_path():
             hookenv.log("vault-kv: wrote the encryption key to {}".format(path), level=hookenv.INFO)
         set_flag(FLAG_CREATED)
 
-    @when("kubernetes-control-plane.secure-storage.created")
-    @when_not("vault-kv.connected")
-    def vault_relation_gone():
-        """Without a vault-kv relation the stored key can no longer be vouched for."""
-        clear_flag(FLAG_CREATED)

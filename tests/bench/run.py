@@ -1,21 +1,25 @@
-"""`make bench`: Vault requests and wall time of a hook's layer work, against a real OpenBao.
+"""`make bench`: Vault requests, hook-tool calls and the layer's time per hook, against a real OpenBao.
 
 A unit of the test charm is deployed through the Juju simulator; then, inside
 simulated hooks of that unit, the layer's hook-start work (read the app data,
 derive flags), the charm's writes, and the hook-exit work (record hashes,
 nudge other units) run with the real charmhelpers and charms.reactive.
-Requests are counted from OpenBao's audit log; time is the median of the
-repetitions, measured around the layer work only.
 
-Ceilings from the project's issue, and what today's upstream layer costs
-(measured against OpenBao 2.7.2, shared/reference/facts.md):
-  steady-state hook  <= 3 requests   (upstream: 4)
-  set 1 key          <= 6 requests   (upstream: 8)
-  set 10 keys        <= 15 requests  (upstream: 26)
+- requests: counted from OpenBao's audit log (the honest count);
+- hook-tool calls: every process charmhelpers starts (juju-log, leader-set, ...);
+- time: the median of the repetitions around the layer work only, also given
+  as a ratio to the steady hook measured in the same run (these machines are
+  noisy; ratios are what compare across runs).
+
+Printed beside each case: the target of issue 11, the floor (one login, one
+read of the app data, one request per write), and the old layer's figures
+where they were measured (shared/reference/facts.md and issue 11).  Nothing
+here fails on time; tests/unit/test_reactive.py pins the request counts.
 """
 
 import importlib.util
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,9 +37,14 @@ from support import build_charms  # noqa: E402
 from support.cluster import APP, Cluster  # noqa: E402
 from support.openbao import OpenBaoServer  # noqa: E402
 
-REPETITIONS = 15
-CEILINGS = {"steady-state hook": 3, "hook that sets 1 key": 6, "hook that sets 10 keys": 15}
-UPSTREAM = {"steady-state hook": 4, "hook that sets 1 key": 8, "hook that sets 10 keys": 26}
+REPETITIONS = 9
+# case: (keys set one by one, keys set with one update(), target, floor, old layer)
+CASES = {
+    "steady hook": (0, 0, 2, 2, 4),
+    "set 1 key": (1, 0, 5, 4, 8),
+    "set 10 keys one by one": (10, 0, 14, 13, 26),
+    "set 100 keys with update()": (0, 100, 5, 4, None),
+}
 
 
 def load_handlers():
@@ -45,48 +54,125 @@ def load_handlers():
     return module
 
 
-def measure(cluster, model, unit, handlers, keys_to_set: int, round_number: int):
+class ToolCalls:
+    """Counts the processes charmhelpers starts (each is a hook tool: juju-log, leader-set, ...)."""
+
+    def __init__(self):
+        self.count = 0
+        self._saved = {}
+
+    def __enter__(self):
+        for name in ("check_output", "check_call", "call", "run"):
+            real = getattr(subprocess, name)
+            self._saved[name] = real
+
+            def counted(*args, _real=real, **kwargs):
+                self.count += 1
+                return _real(*args, **kwargs)
+
+            setattr(subprocess, name, counted)
+        return self
+
+    def __exit__(self, *exc):
+        for name, real in self._saved.items():
+            setattr(subprocess, name, real)
+
+
+def measure(cluster, model, unit, handlers, one_by_one: int, at_once: int, round_number: int):
     from charms.layer import vault_kv
 
     with cluster.controller.in_hook(model, unit):
         mark = cluster.bao.mark()
-        start = time.perf_counter()
-        handlers.derive_app_kv_flags()
-        if keys_to_set:
-            kv = vault_kv.VaultAppKV()
-            for n in range(keys_to_set):
-                kv["bench-{}".format(n)] = "round {} value {}".format(round_number, n)
-        handlers.record_app_kv_hashes()
-        elapsed = time.perf_counter() - start
+        with ToolCalls() as tools:
+            start = time.perf_counter()
+            handlers.derive_app_kv_flags()
+            if one_by_one or at_once:
+                kv = vault_kv.VaultAppKV()
+                for n in range(one_by_one):
+                    kv["bench-{}".format(n)] = "round {} value {}".format(round_number, n)
+                if at_once:
+                    kv.update({"bulk-{}".format(n): "round {} {}".format(round_number, n) for n in range(at_once)})
+            handlers.record_app_kv_hashes()
+            elapsed = time.perf_counter() - start
         requests = len(cluster.bao.requests_since(mark))
-    return requests, elapsed
+    return requests, tools.count, elapsed
+
+
+def run_case(cluster, model, unit, handlers, one_by_one, at_once):
+    measure(cluster, model, unit, handlers, one_by_one, at_once, -1)  # warm-up: first write of these keys
+    counts, tools, times = [], [], []
+    for round_number in range(REPETITIONS):
+        requests, calls, elapsed = measure(cluster, model, unit, handlers, one_by_one, at_once, round_number)
+        counts.append(requests)
+        tools.append(calls)
+        times.append(elapsed)
+    return max(counts), max(tools), statistics.median(times)
+
+
+def store_keys(cluster, model, unit, total: int):
+    """Fill the app data up to ``total`` keys (one update), then let the unit record them."""
+    from charms.layer import vault_kv
+
+    with cluster.controller.in_hook(model, unit):
+        kv = vault_kv.VaultAppKV()
+        missing = {"stored-{}".format(n): n for n in range(total) if "stored-{}".format(n) not in kv}
+        if missing:
+            kv.update(missing)
+        return len(kv)
 
 
 def main() -> int:
     charms = build_charms.build()
-    failures = 0
     with OpenBaoServer() as bao, tempfile.TemporaryDirectory(prefix="bench-") as workdir:
         cluster = Cluster(bao, charms, workdir=workdir)
         model = cluster.add_model("bench", units=1)
         cluster.settle()
         unit = APP + "/0"
         handlers = load_handlers()
-        for case, keys in (("steady-state hook", 0), ("hook that sets 1 key", 1), ("hook that sets 10 keys", 10)):
-            measure(cluster, model, unit, handlers, keys, -1)  # warm-up (first write of these keys)
-            counts, times = [], []
-            for round_number in range(REPETITIONS):
-                requests, elapsed = measure(cluster, model, unit, handlers, keys, round_number)
-                counts.append(requests)
-                times.append(elapsed)
-            worst = max(counts)
-            verdict = "ok" if worst <= CEILINGS[case] else "OVER CEILING"
-            failures += worst > CEILINGS[case]
+        results = {}
+        for case, (one_by_one, at_once, *_figures) in CASES.items():
+            results[case] = run_case(cluster, model, unit, handlers, one_by_one, at_once)
+        baseline = results["steady hook"][2]
+        print(
+            "{:<28} {:>8} {:>7} {:>6} {:>6} {:>11} {:>9} {:>8}".format(
+                "case", "requests", "target", "floor", "old", "hook tools", "ms", "x steady"
+            )
+        )
+        for case, (_one_by_one, _at_once, target, floor, old) in CASES.items():
+            requests, tools, elapsed = results[case]
             print(
-                "{}: {} requests, {:.1f} ms  (median of {}; ceiling {}, upstream layer {}) {}".format(
-                    case, worst, statistics.median(times) * 1000, REPETITIONS, CEILINGS[case], UPSTREAM[case], verdict
+                "{:<28} {:>8} {:>7} {:>6} {:>6} {:>11} {:>9.1f} {:>8.1f}".format(
+                    case,
+                    requests,
+                    target,
+                    floor,
+                    old if old is not None else "-",
+                    tools,
+                    elapsed * 1000,
+                    elapsed / baseline,
                 )
             )
-    return 1 if failures else 0
+        growth = {}
+        for stored in (10, 100, 1000):
+            try:
+                store_keys(cluster, model, unit, stored)
+            except Exception as error:  # e.g. a server limit on strings per request
+                print("could not store {} keys: {}".format(stored, error))
+                break
+            growth[stored] = run_case(cluster, model, unit, handlers, 0, 0)
+        print("\nsteady hook with N keys stored (growth measured in this run):")
+        for stored, (requests, tools, elapsed) in growth.items():
+            print(
+                "  N={:<5} {} requests, {} hook tools, {:.1f} ms, x{:.1f} of N=10".format(
+                    stored, requests, tools, elapsed * 1000, elapsed / growth[10][2]
+                )
+            )
+        print(
+            "  time 10 -> 100: x{:.1f}; 100 -> 1000: x{:.1f} (linear would be x10 at most)".format(
+                growth[100][2] / growth[10][2], growth[1000][2] / growth[100][2]
+            )
+        )
+    return 0
 
 
 if __name__ == "__main__":

@@ -37,6 +37,9 @@ OURS_ONLY = [
     "layer.vault-kv.credential-book",
     "layer.vault-kv.status-message",
     "reactive.data_changed.layer.vault-kv.request",
+    "layer.vault-kv.seen-hashes-at",
+    "layer.vault-kv.joined-empty",
+    "layer.vault-kv.awaited-keys",
 ]
 
 
@@ -103,6 +106,8 @@ def deploy_legacy_as_the_old_layer_left_it(cluster, units=3):
     cluster.settle()
     for unit in cluster.units(model):
         cluster.controller.forget_unitdata(model, unit, OURS_ONLY)
+    # the old layer's only leader setting is its nonce
+    cluster.controller.forget_leader_settings(model, APP, ["vault-kv-backend", "vault-kv-migrated"])
     return model
 
 
@@ -253,3 +258,20 @@ def test_the_layers_secure_storage_beside_the_charms_leaves_one_identical_key_li
     assert generations(cluster, model) + ours == 1
     assert {tuple(v) for v in key_lists(cluster, model).values()} == {(("key1", key),)}
     assert len(set(file_digests(cluster, model).values())) == 1
+
+
+def test_a_rebuild_with_this_layer_that_keeps_charm_app_is_ready_with_the_same_key(cluster):
+    model = deploy_legacy_as_the_old_layer_left_it(cluster, units=2)
+    key = cluster.vault_fingerprint(LEGACY)
+    files = file_digests(cluster, model)
+    restarts = {u: cluster.key_changes(model, u) for u in cluster.units(model)}
+    cluster.upgrade(model, build="legacy")  # the same backend, now built with this layer
+    cluster.settle(fail_fast=True)
+    cluster.update_status(model)
+    assert cluster.vault_fingerprint(LEGACY) == key
+    assert file_digests(cluster, model) == files
+    assert generations(cluster, model) == 1
+    for unit in cluster.units(model):
+        assert READY in cluster.flags(model, unit), cluster.controller.status(model, unit)
+        assert cluster.key_changes(model, unit) == restarts[unit]
+        assert "layer.vault-kv.migration.in-progress" not in cluster.flags(model, unit)

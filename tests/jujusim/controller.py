@@ -466,6 +466,13 @@ class Controller:
         with sqlite3.connect(str(path)) as db:
             db.executemany("DELETE FROM kv WHERE key = ?", [(key,) for key in keys])
 
+    def forget_leader_settings(self, model: str, app: str, keys) -> None:
+        """Delete ``keys`` from the application's leader data (to recreate what another layer version left)."""
+        with locked(self.state_path) as state:
+            settings = state["models"][model]["apps"][app]["leader_settings"]
+            for key in keys:
+                settings.pop(key, None)
+
     def run_hooks(self, count: int) -> None:
         """Run the next ``count`` queued hooks (a settle interrupted part-way)."""
         for _ in range(count):

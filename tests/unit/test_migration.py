@@ -233,3 +233,70 @@ def test_a_build_that_keeps_charm_app_never_migrates(vault, flags, juju, kv):
     assert not vault_kv_migration.needed()
     assert "layer.vault-kv.migration.in-progress" not in flags
     assert vault.endpoint.requests == [{"secret_backend": LEGACY, "isolated": False, "unit_name": "app/0"}]
+
+
+def test_a_rebuild_that_keeps_the_backend_is_ready_at_once_after_the_old_layer(vault, flags, juju, kv):
+    """The old layer left only its nonce in leader data; the unit holds the app's data in charm-app."""
+    flags.update({"vault-kv.connected", "vault-kv.available"})
+    vault.endpoint.relations[0].to_publish.update({"secret_backend": LEGACY, "unit_name": "app/0"})
+    vault.data[LEGACY + "/kv/app"] = {"encryption_key": KEY}
+    juju["leader_data"]["vault-kv-nonce"] = "from-the-old-layer"
+    handlers.request_again_if_changed()
+    handlers.request_vault_access()
+    handlers.update_ready()
+    assert "layer.vault-kv.ready" in flags
+    assert juju["leader_data"]["vault-kv-backend"] == LEGACY
+    assert vault_kv.VaultAppKV()["encryption_key"] == KEY
+
+
+def test_a_non_leader_may_write_what_is_there_and_fill_what_is_awaited_but_change_nothing(legacy_unit, flags, juju):
+    upgrade(legacy_unit, flags)
+    legacy_unit.roles["role-app-0"] = "rotated-elsewhere"
+    handlers.continue_migration()  # the key could not be brought
+    juju["leader"] = False
+    vault_kv.reset_cached_state()
+    kv = vault_kv.VaultAppKV()
+    with pytest.raises(vault_kv.VaultNotReady):  # a VaultAppKVNotLeader: charms that catch VaultNotReady retry
+        kv["other"] = "x"
+    kv["encryption_key"] = KEY  # restoring an awaited key (kubernetes-control-plane's migrate handler)
+    assert legacy_unit.data[NEW + "/kv/app"] == {"encryption_key": KEY}
+    kv["encryption_key"] = KEY  # the same value again: nothing to change, nothing refused
+    with pytest.raises(vault_kv.VaultAppKVNotLeader):
+        kv["encryption_key"] = "another"
+    assert legacy_unit.data[NEW + "/kv/app"] == {"encryption_key": KEY}
+
+
+def test_unit_data_moves_with_the_unit_and_waits_while_it_moves(legacy_unit, flags, juju):
+    legacy_unit.data[LEGACY + "/kv/unit/0"] = {"mine": "m"}
+    legacy_unit.data[NEW + "/kv/unit/0"] = {"other": "o"}
+    upgrade(legacy_unit, flags)
+    vault_kv.reset_cached_state()
+    with pytest.raises(vault_kv.VaultNotReady, match="moving"):
+        vault_kv.VaultUnitKV()
+    handlers.continue_migration()
+    assert legacy_unit.data[NEW + "/kv/unit/0"] == {"mine": "m", "other": "o"}
+    vault_kv.reset_cached_state()
+    assert dict(vault_kv.VaultUnitKV()) == {"mine": "m", "other": "o"}
+
+
+def test_what_a_move_could_not_bring_is_awaited_by_a_unit_added_during_it(legacy_unit, flags, juju):
+    from conftest import new_unitdata
+
+    upgrade(legacy_unit, flags)
+    legacy_unit.roles["role-app-0"] = "rotated-elsewhere"
+    handlers.continue_migration()
+    assert legacy_unit.data[NEW + "/kv/migration"]["missing"] == ["encryption_key"]
+    juju["leader_data"].pop("vault-kv-migrated", None)
+    juju["leader_data"]["vault-kv-backend"] = LEGACY
+    new_unitdata()
+    flags.clear()
+    flags.update({"vault-kv.connected", "vault-kv.available"})
+    juju["unit"] = "app/3"
+    legacy_unit.endpoint.relations[0].to_publish.clear()
+    handlers.request_vault_access()
+    legacy_unit.endpoint.grant(UUID + "-app/3", "role-new-3", "secret-new-3", "token-new-3")
+    vault_kv.reset_cached_state()
+    handlers.update_ready()  # as the new leader
+    assert "layer.vault-kv.ready" in flags
+    assert "layer.vault-kv.app-kv.set.encryption_key" in flags  # so the charm does not generate one
+    assert juju["status"][0] == "blocked" and "encryption_key" in juju["status"][1]

@@ -90,10 +90,31 @@ def test_unwritable_path_blocks_with_failed_flag_and_no_key_in_status(storage, v
     assert juju["status"][0] == "blocked" and key not in juju["status"][1]
 
 
-def test_created_is_cleared_only_when_the_relation_is_gone(storage, flags):
+def test_the_layer_never_clears_created(storage, flags):
+    """A cleared flag makes kubernetes-control-plane mount its encrypted storage a second time."""
+    assert not hasattr(storage, "vault_relation_gone") and not hasattr(storage, "vault_no_longer_ready")
     flags.add(CREATED)
-    storage.vault_relation_gone()
-    assert CREATED not in flags
+    flags.discard("layer.vault-kv.ready")
+    flags.discard("vault-kv.connected")
+    storage.provide_encryption_key()
+    storage.write_encryption_config()
+    assert CREATED in flags
+
+
+def test_in_a_charm_with_vaultlocker_the_charm_mounts_and_writes_first(storage, vault, flags, juju):
+    lib = juju["charm_dir"] / "lib" / "charms" / "layer"
+    lib.mkdir(parents=True)
+    (lib / "vaultlocker.py").write_text("# layer:vaultlocker is part of this charm\n")
+    vault.data[APP] = {"encryption_key": "A" * 32}
+    flags.add("layer.vault-kv.app-kv.set.encryption_key")
+    storage.write_encryption_config()
+    assert not storage.path.exists() and CREATED not in flags  # vaultlocker not ready: nothing on plain disk
+    flags.add("layer.vaultlocker.ready")
+    storage.write_encryption_config()
+    assert not storage.path.exists() and CREATED not in flags  # the charm's create_secure_storage goes first
+    flags.add(CREATED)  # it mounted, wrote and flagged
+    storage.write_encryption_config()
+    assert storage.path.exists()  # from then on the layer keeps the file in line with Vault
 
 
 def test_vault_outage_while_providing_does_not_raise(storage, vault):

@@ -122,6 +122,9 @@ class _VaultBaseKV(dict, metaclass=_Singleton):
     def _after_change(self, key: str) -> None:
         """Hook for subclasses: ``key``'s value in the dict changed."""
 
+    def _may_write(self, changed: List[str], deletes: List[str]) -> None:
+        """Hook for subclasses: refuse a write that would change ``changed`` and remove ``deletes``."""
+
     @staticmethod
     def _check(key: Any, value: Any) -> None:
         if not isinstance(key, str) or not key:
@@ -146,6 +149,7 @@ class _VaultBaseKV(dict, metaclass=_Singleton):
         ]
         if not changed and not deletes:
             return
+        self._may_write(changed, deletes)
         mapping = dict(self)
         mapping.update(updates)
         for key in deletes:
@@ -236,6 +240,8 @@ class VaultUnitKV(_VaultBaseKV):
     """
 
     def __init__(self, *_args: Any, backend_format: Optional[str] = None, **_kwds: Any) -> None:
+        if backend_format is None and vault_kv_migration.needed():
+            raise VaultNotReady("unit data is moving to a new backend")
         config = get_vault_config(backend_format=backend_format)
         path = "{}/kv/unit/{}".format(config["secret_backend"], unit_number())
         super().__init__(path, session_for(config))
@@ -253,11 +259,17 @@ class VaultAppKV(_VaultBaseKV):
     ``backend_format`` is accepted as the old layer did.
     """
 
-    def _apply(self, updates: Dict[str, Any], deletes: Iterable[str] = ()) -> None:
-        """Only the leader writes application data, as only it may ``leader-set``."""
-        if not hookenv.is_leader():
-            raise VaultAppKVNotLeader("only the leader writes VaultAppKV; this unit is not the leader")
-        super()._apply(updates, deletes)
+    def _may_write(self, changed: List[str], deletes: List[str]) -> None:
+        """Only the leader changes application data, as only it may ``leader-set``.
+
+        Writing a value that is already there is not a change (nothing is
+        sent).  A non-leader may fill a key a move could not bring (see
+        ``missing_after_move``): restoring what is missing replaces nothing.
+        """
+        if hookenv.is_leader():
+            return
+        if deletes or not set(changed) <= (self._awaited - set(self)):
+            raise VaultAppKVNotLeader("only the leader changes VaultAppKV; this unit is not the leader")
 
     def __init__(self, *_args: Any, backend_format: Optional[str] = None, **_kwds: Any) -> None:
         if vault_kv_migration.needed():
@@ -265,8 +277,7 @@ class VaultAppKV(_VaultBaseKV):
         config = get_vault_config(backend_format=backend_format)
         backend = config["secret_backend"]
         session = session_for(config)
-        if backend_format is None:
-            vault_kv_migration.settle_without_legacy(session)
+        missing = vault_kv_migration.settle_without_legacy(session) if backend_format is None else []
         self._hash_path = "{}/kv/app-hashes/{}".format(backend, unit_number())
         super().__init__("{}/kv/app".format(backend), session)
         # the hashes this unit recorded: its local copy of what it wrote to Vault,
@@ -280,8 +291,8 @@ class VaultAppKV(_VaultBaseKV):
         self._new_hashes: Dict[str, str] = {key: value_hash(value) for key, value in self.items()}
         self._awaited = set(vault_kv_local_copies.awaited_keys())
         self._any_changed_toggled = False
-        if self._awaited & set(self):
-            self._awaited -= set(self)
+        if (self._awaited & set(self)) or (set(missing) - self._awaited - set(self)):
+            self._awaited = (self._awaited | set(missing)) - set(self)
             vault_kv_local_copies.set_awaited_keys(self._awaited)
         self._derive_flags()
 
@@ -296,7 +307,7 @@ class VaultAppKV(_VaultBaseKV):
         set_prefix = FLAG_PREFIX + "set."
         flagged = {flag[len(set_prefix) :] for flag in current if flag.startswith(set_prefix)}
         any_changed = False
-        for key in sorted(set(self) | set(self._old_hashes) | flagged):
+        for key in sorted(set(self) | set(self._old_hashes) | flagged | self._awaited):
             any_changed = self._manage_key_flags(key, current) or any_changed
         if any_changed:
             self._toggle_any_changed(FLAG_ANY_CHANGED in current)
@@ -337,6 +348,8 @@ class VaultAppKV(_VaultBaseKV):
     def _toggle_any_changed(self, is_set: bool) -> None:
         """Raise ``app-kv.changed`` again, at most once per hook."""
         if self._any_changed_toggled:
+            if not is_set:  # a handler cleared it since; a later change raises it again
+                set_flag(FLAG_ANY_CHANGED)
             return
         if is_set:
             clear_flag(FLAG_ANY_CHANGED)

@@ -113,15 +113,21 @@ def remember_credentials(unit_name: str, role_id: str, secret_id: str, token: Op
     kv.flush()
 
 
-def _known_credentials(unit_name: str, role_id: str) -> Optional[Dict[str, Optional[str]]]:
+def _known_credentials(unit_name: str, role_id: str, tokens: List[str]) -> Optional[Dict[str, Optional[str]]]:
     """Credentials held for ``role_id``: from the book, or as the old layer left them."""
     entry = credential_book().get(unit_name)
     if entry and entry.get("role_id") == role_id and entry.get("secret_id"):
         return entry
     kv = unitdata.kv()
     stored = kv.get(KV_SECRET_ID)
-    if stored and kv.get(KV_SECRET_ROLE) in (None, role_id):
+    if stored and kv.get(KV_SECRET_ROLE) == role_id:
         return {"role_id": role_id, "secret_id": stored, "token": kv.get(KV_TOKEN)}
+    if stored and kv.get(KV_SECRET_ROLE) is None:
+        # the old layer kept one secret_id and no role: it belongs to the name
+        # whose published token it came from (the hash it kept says which)
+        kept = kv.get(KV_TOKEN_HASH)
+        if not kept or not tokens or any(token_hash(token) == kept for token in tokens):
+            return {"role_id": role_id, "secret_id": stored, "token": kv.get(KV_TOKEN)}
     return None
 
 
@@ -144,7 +150,7 @@ def current_secret_id(vault_url: str, unit_name: str, role_id: str, tokens: List
     for that role's token instead of failing to log in.
     """
     kv = unitdata.kv()
-    known = _known_credentials(unit_name, role_id)
+    known = _known_credentials(unit_name, role_id, tokens)
     seen = list(kv.get(KV_SEEN_TOKENS) or [])
     spent = False
     for token in tokens:

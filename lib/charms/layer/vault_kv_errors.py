@@ -13,8 +13,10 @@ Two kinds are told apart by subclasses:
 - anything else: should pass by itself (down, sealed, a path not yet
   granted); the layer shows ``waiting`` with the reason.
 
-``VaultAppKVNotLeader`` is not a ``VaultNotReady``: writing app data from a
-non-leader is a programming error, as ``leader-set`` refuses it in Juju.
+``VaultAppKVNotLeader``: a non-leader tried to change application data (Juju's
+``leader-set`` refuses non-leaders too).  It is a ``VaultNotReady`` so that a
+charm that catches those (kubernetes-control-plane's handlers do) retries on
+the leader instead of failing every hook; nothing was written.
 
 Messages name the condition and the path, never a value or a credential.
 """
@@ -39,5 +41,5 @@ class VaultMisconfigured(VaultOperatorActionNeeded):
     """A setting the operator or the charm author controls is wrong (backend format, URL scheme)."""
 
 
-class VaultAppKVNotLeader(RuntimeError):
-    """Only the leader writes application data (``VaultAppKV``), as only it may ``leader-set``."""
+class VaultAppKVNotLeader(VaultNotReady):
+    """Only the leader changes application data (``VaultAppKV``), as only it may ``leader-set``."""

@@ -7,10 +7,11 @@ backend and generates a key makes every Secret of its cluster unreadable.
 
 The rules kept here:
 
-- The legacy credentials (role id from the relation, secret_id from unitdata)
-  are copied aside *before* access to the new backend is requested, and never
-  overwritten: the legacy AppRole keeps its policy, so they can still read the
-  legacy backend until the move is done.
+- The legacy credentials (role id from the relation or the credentials this
+  unit held, secret_id from unitdata) are copied aside *before* access to the
+  new backend is requested, and kept for the whole move: the legacy AppRole
+  keeps its policy, so they can still read the legacy backend until the move
+  is done.  A move in the other direction (a refresh back) takes its own.
 - Every unit that is moving copies what the new backend lacks before it
   switches, so no moving unit ever loads an empty store, whoever is leader.
   For each key missing from the new backend the most trusted source wins: the
@@ -32,7 +33,11 @@ The rules kept here:
 - A refresh back to the previous build is a move too, in the other direction,
   with the credentials this unit held there (see ``credential_book``).
 - Every step can be repeated: a hook that dies anywhere leaves a state from
-  which the next hook finishes the move.  The legacy backend is only read.
+  which the next hook finishes the move.  The legacy backend's data is only
+  read; the only thing ever written there is the removal of this layer's own
+  ``kv/migration`` marker when the application moves away from it.
+- Unit data (``kv/unit/{n}``, ``VaultUnitKV``) moves with each unit, under
+  the same rules.
 
 Log lines and flags name keys, paths and sources, never values.
 """
@@ -59,6 +64,8 @@ FLAG_APP_SET = "layer.vault-kv.app-kv.set."
 KV_ACTIVE = "layer.vault-kv.active"
 KV_LEGACY = "layer.vault-kv.legacy-credentials"
 KV_STATUS = "layer.vault-kv.migration.status"
+KV_JOINED_EMPTY = "layer.vault-kv.joined-empty"
+KV_UNIT_SECRETS_PENDING = "layer.vault-kv.unit-secrets-not-copied"
 LEADER_MIGRATED = "vault-kv-migrated"
 LEADER_BACKEND = "vault-kv-backend"
 LEADER_NONCE = "vault-kv-nonce"
@@ -117,10 +124,6 @@ def needed() -> bool:
         return True
     current = active()
     return current is not None and current != wanted()
-
-
-def in_progress() -> bool:
-    return is_flag_set(FLAG_IN_PROGRESS)
 
 
 # -- starting ---------------------------------------------------------------
@@ -201,7 +204,7 @@ def read_legacy(path_suffix: str) -> Tuple[Optional[Dict[str, Any]], str]:
         raise
 
 
-def _unit_number() -> str:
+def unit_number() -> str:
     return hookenv.local_unit().split("/")[1]
 
 
@@ -213,7 +216,7 @@ def keep_seen_hashes() -> None:
     """
     if unitdata.kv().get(vault_kv_local_copies.KV_SEEN_HASHES) is not None:
         return
-    hashes, why = read_legacy("kv/app-hashes/{}".format(_unit_number()))
+    hashes, why = read_legacy("kv/app-hashes/{}".format(unit_number()))
     if hashes is None:
         log("legacy hashes not read ({}); registered local copies stand in".format(why), hookenv.WARNING)
         return
@@ -268,8 +271,35 @@ def copy_app_data(new_session: VaultSession, backend: str, current: Dict[str, An
     marker = "{}/{}".format(backend, MARKER)
     if new_session.read(marker) is None:
         source = (unitdata.kv().get(KV_LEGACY) or {}).get("backend")
-        new_session.write(marker, {"from": source or "", "keys": sorted(set(current) | set(updates))})
+        new_session.write(
+            marker,
+            {
+                "from": source or "",
+                "keys": sorted(set(current) | set(updates)),
+                "missing": vault_kv_local_copies.awaited_keys(),
+            },
+        )
     return sorted(updates)
+
+
+def copy_unit_data(new_session: VaultSession, backend: str) -> bool:
+    """Copy this unit's ``{legacy}/kv/unit/{n}`` (VaultUnitKV) keys the new backend lacks; True if written."""
+    legacy, _why = read_legacy("kv/unit/{}".format(unit_number()))
+    if not legacy:
+        return False
+    path = "{}/kv/unit/{}".format(backend, unit_number())
+    current = new_session.read(path) or {}
+    missing = {k: v for k, v in legacy.items() if k not in current}
+    if not missing:
+        return False
+    merged = dict(current)
+    merged.update(missing)
+    new_session.write(path, merged)
+    back = new_session.read(path) or {}
+    if any(canonical_json(back.get(k)) != canonical_json(v) for k, v in merged.items()):
+        raise MigrationFailed("read-back of {} differs".format(path))
+    log("copied this unit's data keys {} to {}".format(", ".join(sorted(missing)), path))
+    return True
 
 
 def copy_unit_secrets(new_session: VaultSession, backend: str) -> List[str]:
@@ -283,26 +313,28 @@ def copy_unit_secrets(new_session: VaultSession, backend: str) -> List[str]:
     session, legacy = legacy_session()
     if session is None:
         return []
+    unitdata.kv().unset(KV_UNIT_SECRETS_PENDING)
     hostname = socket.gethostname()
     written: List[str] = []
     pending = [hostname + "/"]
-    while pending and len(written) < 1000:
+    while pending:
         folder = pending.pop()
         try:
             names = session.list("{}/{}".format(legacy["backend"], folder.rstrip("/")))
         except VaultCredentialsInvalid:
             log("legacy credentials refused while listing this unit's secrets; none copied", hookenv.WARNING)
+            unitdata.kv().set(KV_UNIT_SECRETS_PENDING, legacy["backend"])
             return written
         except VaultNotReady as error:
             if "does not grant" in str(error):
                 log("legacy AppRole does not grant this unit's secrets; none copied", hookenv.WARNING)
+                unitdata.kv().set(KV_UNIT_SECRETS_PENDING, legacy["backend"])
                 return written
             raise
         for name in names:
             relative = folder + name
             if name.endswith("/"):
-                if relative.count("/") <= 4:
-                    pending.append(relative)
+                pending.append(relative)
                 continue
             target = "{}/{}".format(backend, relative)
             if new_session.read(target) is not None:
@@ -320,10 +352,6 @@ def copy_unit_secrets(new_session: VaultSession, backend: str) -> List[str]:
 
 
 # -- finishing ----------------------------------------------------------------------
-
-
-def leader_announced(backend: str) -> bool:
-    return hookenv.leader_get(LEADER_MIGRATED) == backend
 
 
 def announce(backend: str) -> None:
@@ -358,6 +386,7 @@ def finish() -> None:
     """The unit now uses the new backend; the legacy snapshot stays for a rollback."""
     target = wanted()
     set_active(target)
+    unitdata.kv().set(KV_JOINED_EMPTY, False)
     clear_flag(FLAG_IN_PROGRESS)
     clear_flag(FLAG_FAILED)
     set_flag(FLAG_DONE)
@@ -387,27 +416,68 @@ def advance() -> List[str]:
     current = session.read("{}/kv/app".format(target["backend"])) or {}  # also proves the new AppRole may
     keep_seen_hashes()
     written = copy_app_data(session, target["backend"], current)
+    copy_unit_data(session, target["backend"])
     copy_unit_secrets(session, target["backend"])
     if hookenv.is_leader():
         announce(target["backend"])
+        forget_source_marker()
     finish()
     return written
 
 
-def settle_without_legacy(session: VaultSession) -> None:
-    """For a unit with no data of its own elsewhere: may it use the wanted backend now?
+def forget_source_marker() -> None:
+    """Remove our marker from the backend the application left.
 
-    Raises VaultNotReady while the application's data is still on its way
-    there.  The leader announces the move once a moving unit has marked the
-    new backend as filled, and records the backend of a fresh application.
+    A later move back into that backend is then judged by its own marker,
+    not by this stale one.
+    """
+    session, legacy = legacy_session()
+    if session is None:
+        return
+    try:
+        session.delete("{}/{}".format(legacy["backend"], MARKER))
+    except VaultNotReady:
+        pass  # best effort: a stale marker only matters to a move back into that backend
+
+
+def mark_joined_empty() -> None:
+    """This unit asked Vault for the first time while holding no data anywhere (a new unit)."""
+    unitdata.kv().set(KV_JOINED_EMPTY, True)
+
+
+def settle_without_legacy(session: VaultSession) -> List[str]:
+    """For a unit that is not moving: may it use the wanted backend now?  Returns keys still missing.
+
+    Raises VaultNotReady while the application's data is on its way there
+    (a unit added during a move, even as leader, waits for a unit that holds
+    the data).  A unit that already held the application's data in this
+    backend (a rebuild that keeps the backend) vouches for it.  The leader
+    announces the move once the backend is marked as filled, and records the
+    backend of a fresh application.  The keys returned are those the move
+    could not bring: they are awaited, not absent (see ``VaultAppKV``).
     """
     target = wanted()["backend"]
-    if app_data_elsewhere(target):
-        if not marker_present(session, target):
+    settings = hookenv.leader_get() or {}
+    recorded = settings.get(LEADER_BACKEND) or settings.get(LEADER_MIGRATED)
+    if recorded == target:
+        return []
+    if recorded is None and not settings.get(LEADER_NONCE):  # a fresh application
+        if hookenv.is_leader():
+            hookenv.leader_set({LEADER_BACKEND: target})
+        return []
+    path = "{}/{}".format(target, MARKER)
+    marker = session.read(path)
+    if marker is not None and recorded and marker.get("from") not in ("", recorded, target):
+        marker = None  # the marker of an earlier move, not of this one
+    if marker is None:
+        holds_data = not unitdata.kv().get(KV_JOINED_EMPTY) and active() == wanted()
+        if not (holds_data and recorded is None):
             raise VaultNotReady(
                 "the application's data is moving to {}; waiting for a unit that holds it".format(target)
             )
-        if hookenv.is_leader():
-            announce(target)
-    elif hookenv.is_leader() and (hookenv.leader_get() or {}).get(LEADER_BACKEND) != target:
-        hookenv.leader_set({LEADER_BACKEND: target})
+        marker = {"from": target, "keys": [], "missing": []}
+        session.write(path, marker)
+    if hookenv.is_leader():
+        announce(target)
+    missing = marker.get("missing") if isinstance(marker, dict) else None
+    return [k for k in missing if isinstance(k, str)] if isinstance(missing, list) else []
