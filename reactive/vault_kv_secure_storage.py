@@ -116,4 +116,3 @@ if config_path():
         if changed:
             hookenv.log("vault-kv: wrote the encryption key to {}".format(path), level=hookenv.INFO)
         set_flag(FLAG_CREATED)
-

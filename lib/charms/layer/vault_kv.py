@@ -320,8 +320,13 @@ class VaultAppKV(_VaultBaseKV):
                 vault_kv_local_copies.set_awaited_keys(self._awaited)
         else:
             self._new_hashes.pop(key, None)
-        names = (FLAG_PREFIX + "changed." + key, FLAG_PREFIX + "set." + key)
-        if self._manage_key_flags(key, {name for name in names if is_flag_set(name)}):
+        # A flag *cleared* is what makes charms.reactive test its queued handlers
+        # again, so the changed flag is cleared before it is set, as the old layer
+        # did: without it a handler queued on "set.{key} is unset" (a second key
+        # generator, say) would still run after this write.
+        names = (FLAG_PREFIX + "set." + key,)
+        current = {name for name in names if is_flag_set(name)} | {FLAG_PREFIX + "changed." + key}
+        if self._manage_key_flags(key, current):
             self._toggle_any_changed(is_flag_set(FLAG_ANY_CHANGED))
 
     def missing_after_move(self) -> List[str]:

@@ -117,6 +117,7 @@ def new_client(url: str, verify: Any, token: str = "") -> Any:
 
     session = requests.Session()
     session.trust_env = False
+    session.verify = verify  # hvac prefers a session's own verify over its argument
     return hvac.Client(
         url=url,
         token=token or "",
