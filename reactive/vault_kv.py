@@ -159,7 +159,7 @@ def record_app_kv_hashes():
                 store.log_writes()
         if app_kv is None:
             return
-        if hookenv.is_leader() and app_kv.any_changed():
+        if app_kv.any_changed() and hookenv.is_leader():
             hookenv.leader_set({vault_kv_migration.LEADER_NONCE: app_kv.data_digest()})
         app_kv.update_hashes()
     except vault_kv.VaultNotReady as error:

@@ -56,8 +56,11 @@ def _free_port_pair() -> int:
 class OpenBaoServer:
     """One dev-mode OpenBao process."""
 
-    def __init__(self, tls: bool = False, workdir: Optional[str] = None) -> None:
+    def __init__(self, tls: bool = False, workdir: Optional[str] = None, json_strings: Optional[int] = None) -> None:
+        """``json_strings``: serve on a second listener that accepts that many strings per request
+        (the dev listener keeps OpenBao's default of 1000), for tests and the benchmark with many keys."""
         self.tls = tls
+        self.json_strings = json_strings
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="openbao-"))
         self.audit_log = self.workdir / "audit.log"
@@ -71,14 +74,20 @@ class OpenBaoServer:
 
     def start(self, timeout: float = 30.0) -> "OpenBaoServer":
         config = self.workdir / "audit.hcl"
-        config.write_text('audit "file" "counter" {\n  options {\n    file_path = "%s"\n  }\n}\n' % self.audit_log)
-        self.port = _free_port_pair()
+        text = 'audit "file" "counter" {\n  options {\n    file_path = "%s"\n  }\n}\n' % self.audit_log
+        dev_port = self.port = _free_port_pair()
+        if self.json_strings and not self.tls:
+            while self.port in (dev_port - 1, dev_port, dev_port + 1):
+                self.port = _free_port_pair()
+            text += 'listener "tcp" {\n  address = "127.0.0.1:%d"\n  tls_disable = true\n' % self.port
+            text += "  max_request_json_strings = %d\n}\n" % self.json_strings
+        config.write_text(text)
         args = [
             bao_binary(),
             "server",
             "-dev",
             "-dev-root-token-id=" + ROOT_TOKEN,
-            "-dev-listen-address=127.0.0.1:{}".format(self.port),
+            "-dev-listen-address=127.0.0.1:{}".format(dev_port),
             "-config=" + str(config),
         ]
         if self.tls:

@@ -266,7 +266,9 @@ class VaultAppKV(_VaultBaseKV):
         sent).  A non-leader may fill a key a move could not bring (see
         ``missing_after_move``): restoring what is missing replaces nothing.
         """
-        if hookenv.is_leader():
+        if self._leader is None:  # asked once per hook: is-leader is a hook tool, not cached by charmhelpers
+            self._leader = hookenv.is_leader()
+        if self._leader:
             return
         if deletes or not set(changed) <= (self._awaited - set(self)):
             raise VaultAppKVNotLeader("only the leader changes VaultAppKV; this unit is not the leader")
@@ -291,6 +293,7 @@ class VaultAppKV(_VaultBaseKV):
         self._new_hashes: Dict[str, str] = {key: value_hash(value) for key, value in self.items()}
         self._awaited = set(vault_kv_local_copies.awaited_keys())
         self._any_changed_toggled = False
+        self._leader: Optional[bool] = None
         if (self._awaited & set(self)) or (set(missing) - self._awaited - set(self)):
             self._awaited = (self._awaited | set(missing)) - set(self)
             vault_kv_local_copies.set_awaited_keys(self._awaited)
@@ -400,7 +403,6 @@ class VaultAppKV(_VaultBaseKV):
             self._session.write(self._hash_path, dict(self._new_hashes))
         elif self._vault_hashes_current:
             self._session.delete(self._hash_path)
-        log("recorded value hashes at {}".format(self._hash_path))
         self._old_hashes = dict(self._new_hashes)
         self._vault_hashes_current = True
         vault_kv_local_copies.remember_seen_hashes(self._new_hashes, self._hash_path)

@@ -147,7 +147,8 @@ class VaultSession:
             if not ((checked_answer(answer, "logging in to Vault") or {}).get("auth") or {}).get("client_token"):
                 raise VaultNotReady("Vault's login answer held no token")
         self.logins += 1
-        hookenv.log("vault-kv: logged in to Vault (login {} of this hook)".format(self.logins), level=hookenv.DEBUG)
+        if self.logins > 1:  # the first login of a hook is routine; log only the extra ones
+            hookenv.log("vault-kv: logged in to Vault again (login {} of this hook)".format(self.logins))
         self._client = client
         return client
 
