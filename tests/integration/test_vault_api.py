@@ -181,3 +181,18 @@ def test_tls_without_vault_ca_is_refused(cluster_for, make_bao):
         config["vault_ca"] = None  # what a layer that ignores vault_ca would do
         with pytest.raises(vault_kv.VaultNotReady, match="TLS verification"):
             VaultSession(config).read(config["secret_backend"] + "/kv/app")
+
+
+def test_a_write_over_vaults_size_limit_blocks_naming_the_limit_and_loses_nothing(deployed):
+    cluster, model = deployed
+    backend = cluster.new_backend(model)
+    before = cluster.bao.read(backend + "/kv/app")
+    with cluster.controller.in_hook(model, LEADER):
+        from charmhelpers.core import hookenv
+
+        kv = vault_kv.VaultAppKV()
+        with pytest.raises(vault_kv.VaultOperatorActionNeeded, match="max_request_json_strings"):
+            kv.update({"bulk-{}".format(n): "value {}".format(n) for n in range(600)})  # 1200 strings
+        state, message = hookenv.status_get()
+    assert cluster.bao.read(backend + "/kv/app") == before  # the store as it was: nothing half-written
+    assert state == "blocked" and "max_request_json_strings" in message

@@ -66,3 +66,22 @@ def test_outside_a_login_a_403_is_left_to_the_caller_which_logs_in_again():
     with pytest.raises(hvac.exceptions.Forbidden):
         with translate_errors("reading charm-x/kv/app"):
             raise hvac.exceptions.Forbidden("permission denied")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        hvac.exceptions.InvalidRequest(
+            "refused JSON input due to high complexity: exceeded maximum number of strings",
+            errors=["refused JSON input due to high complexity: exceeded maximum number of strings"],
+        ),
+        hvac.exceptions.UnexpectedError("request body too large", errors=["http: request body too large"]),
+    ],
+    ids=["json-strings", "body-size"],
+)
+def test_a_request_refused_for_its_size_needs_the_operator_and_names_the_limit(error):
+    from charms.layer.vault_kv_errors import VaultOperatorActionNeeded
+
+    with pytest.raises(VaultOperatorActionNeeded, match="max_request"):
+        with translate_errors("writing charm-x/kv/app"):
+            raise error

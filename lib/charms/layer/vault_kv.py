@@ -21,7 +21,7 @@ from typing import Any, Dict, Iterable, List, Optional, Set
 from charmhelpers.core import hookenv
 from charms.reactive import clear_flag, get_flags, is_flag_set, set_flag
 
-from charms.layer import vault_kv_local_copies, vault_kv_migration, vault_kv_options
+from charms.layer import vault_kv_local_copies, vault_kv_migration, vault_kv_options, vault_kv_status
 from charms.layer.vault_kv_credentials import get_vault_config
 from charms.layer.vault_kv_errors import (
     VaultAppKVNotLeader,
@@ -114,10 +114,14 @@ class _VaultBaseKV(dict, metaclass=_Singleton):
 
     def _store(self, mapping: Dict[str, Any]) -> None:
         """Write the whole mapping (a kv v1 write replaces what is there)."""
-        if mapping:
-            self._session.write(self._path, mapping)
-        else:
-            self._session.delete(self._path)
+        try:
+            if mapping:
+                self._session.write(self._path, mapping)
+            else:
+                self._session.delete(self._path)
+        except VaultOperatorActionNeeded as error:  # e.g. a size limit: shown, not only raised
+            vault_kv_status.blocked("{} ({} keys in this store)".format(error, len(mapping)))
+            raise
 
     def _after_change(self, key: str) -> None:
         """Hook for subclasses: ``key``'s value in the dict changed."""

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from charmhelpers.core import hookenv
 
-from charms.layer.vault_kv_errors import VaultCredentialsInvalid, VaultNotReady
+from charms.layer.vault_kv_errors import VaultCredentialsInvalid, VaultNotReady, VaultOperatorActionNeeded
 
 REQUEST_TIMEOUT = 15
 
@@ -64,10 +64,23 @@ def translate_errors(doing: str, login: bool = False) -> Iterator[None]:
         if login:
             raise VaultCredentialsInvalid("Vault refused this unit's credentials while {}".format(doing)) from None
         raise
-    except hvac_errors.InvalidRequest:
+    except hvac_errors.InvalidRequest as error:
         if login:
             raise VaultCredentialsInvalid("Vault refused this unit's credentials while {}".format(doing)) from None
+        if _refused_for_size(error):
+            raise VaultOperatorActionNeeded(
+                "Vault refused the size of the request while {} (a listener limit such as"
+                " max_request_json_strings or max_request_size): raise the limit, or keep fewer or"
+                " smaller values in this store".format(doing)
+            ) from None
         raise VaultNotReady("Vault rejected the request while {}".format(doing)) from None
+    except hvac_errors.UnexpectedError as error:
+        if getattr(error, "status_code", None) == 413 or "too large" in str(error).lower():
+            raise VaultOperatorActionNeeded(
+                "Vault refused the size of the request while {} (max_request_size):"
+                " raise the limit, or keep fewer or smaller values in this store".format(doing)
+            ) from None
+        raise VaultNotReady("Vault answered with an unexpected error while {}".format(doing)) from None
     except hvac_errors.InvalidPath:
         raise VaultNotReady("Vault has no such path while {} (backend not mounted yet?)".format(doing)) from None
     except tuple(kind for kind, _ in transient) as error:
@@ -86,6 +99,13 @@ def translate_errors(doing: str, login: bool = False) -> Iterator[None]:
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as error:
         # a body that is not JSON, or JSON of an unexpected shape
         raise VaultNotReady("Vault's answer was not usable ({}) while {}".format(type(error).__name__, doing)) from None
+
+
+def _refused_for_size(error: Exception) -> bool:
+    """Whether Vault refused a request for its size or complexity (OpenBao: "high complexity")."""
+    text = " ".join(str(e) for e in (getattr(error, "errors", None) or [])) + " " + str(error)
+    text = text.lower()
+    return any(words in text for words in ("complexity", "exceeded maximum", "too large", "request body"))
 
 
 def checked_answer(answer: Any, doing: str) -> Optional[Dict[str, Any]]:

@@ -4,8 +4,8 @@ Read from the real charm (reactive/kubernetes_control_plane.py, branches
 release_1.24 to release_1.28) and written here in our own words: the same
 flags, the same conditions, the same Vault value and file format.  What the
 charm does with the apiserver is reduced to a record of the restarts it would
-make.  layer:leadership's ``leadership.is_leader`` flag is set here at hook
-start, as that layer does.
+make.  layer:leadership's ``leadership.is_leader`` flag comes from the test
+base layer (tests/layers/basic-sim), as the real one keeps it.
 
 - ``generate_encryption_key``: leader, ready, key not set -> a 32-character
   token of letters and digits in ``VaultAppKV()["encryption_key"]``.
@@ -49,15 +49,6 @@ def token_generator(length=32):
     alphabet = string.ascii_letters + string.digits
     rng = random.SystemRandom()
     return "".join(rng.choice(alphabet) for _ in range(length))
-
-
-@hookenv.atstart
-def leadership_flag():
-    """layer:leadership keeps ``leadership.is_leader`` in step with is-leader."""
-    if hookenv.is_leader():
-        set_flag("leadership.is_leader")
-    else:
-        clear_flag("leadership.is_leader")
 
 
 @hookenv.atstart

@@ -73,24 +73,6 @@ def send_vault_url_and_ca():
     hookenv.status_set("active", "serving vault-kv")
 
 
-@hookenv.atstart
-def leadership_flag():
-    """layer:leadership keeps ``leadership.is_leader`` in step with is-leader."""
-    if hookenv.is_leader():
-        set_flag("leadership.is_leader")
-    else:
-        clear_flag("leadership.is_leader")
-
-
-@hookenv.atstart
-def update_status_flag():
-    """layer:basic sets ``is-update-status-hook`` during update-status."""
-    if hookenv.hook_name() == "update-status":
-        set_flag("is-update-status-hook")
-    else:
-        clear_flag("is-update-status-hook")
-
-
 def _flags():
     from charms.reactive import get_flags
 
