@@ -63,6 +63,7 @@ def main() -> int:
         model = cluster.add_model("demo", build="legacy", units=3)
         hooks = cluster.settle()
         print("deployed 3 units with backend charm-{{app}}, related to vault; {} hooks ran".format(hooks))
+        cluster.update_status(model)  # the charm's status reflects the flags it saw at hook start
         before = report(cluster, model, "before the upgrade (backend charm-{app})", mark)
         legacy_key = cluster.vault_fingerprint("charm-kubernetes-control-plane")
         if len(set(before.values())) != 1 or None in before.values():
@@ -74,6 +75,7 @@ def main() -> int:
         cluster.upgrade(model, "current")
         hooks = cluster.settle()
         print("\nupgraded to the build with backend charm-{{model-uuid}}-{{app}}; {} hooks ran".format(hooks))
+        cluster.update_status(model)
         after = report(cluster, model, "after the upgrade (backend charm-{model-uuid}-{app})", mark)
         new_key = cluster.vault_fingerprint(cluster.new_backend(model))
         print(
