@@ -97,6 +97,9 @@ class OpenBaoServer:
             self.ca_file = str(certs / "vault-ca.pem")
         self._output = open(self.workdir / "server.log", "w")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+        # dev mode writes the root token to $HOME/.vault-token through a fixed temp name:
+        # servers started at the same moment (parallel tests) would race on it
+        env["HOME"] = str(self.workdir)
         self.process = subprocess.Popen(
             args, stdout=self._output, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
