@@ -139,8 +139,23 @@ class VaultKVRequires(Endpoint):
 
     @property
     def vault_url(self) -> Optional[str]:
-        """URL of the Vault API, if published and well formed."""
-        return vault_url(self._received("vault_url"))
+        """URL of the Vault API, if published and well formed (the first of :attr:`vault_urls`)."""
+        urls = self.vault_urls
+        return urls[0] if urls else None
+
+    @property
+    def vault_urls(self) -> List[str]:
+        """Every distinct well-formed URL the joined Vault units published, in unit order.
+
+        Each unit of a vault application without a VIP publishes its own
+        address; any of them can serve (standbys forward or answer reads).
+        """
+        urls: List[str] = []
+        for unit in self.all_joined_units:
+            url = vault_url(decode_json(unit.received_raw.get("vault_url")))
+            if url and url not in urls:
+                urls.append(url)
+        return urls
 
     @property
     def vault_ca(self) -> Optional[bytes]:

@@ -117,7 +117,8 @@ def check_config_changed():
         config = vault_kv.get_vault_config()
     except vault_kv.VaultNotReady:
         return
-    if data_changed("layer.vault-kv.config", config):
+    # what charms use of it (the old layer's keys); another vault unit's URL joining is not a change
+    if data_changed("layer.vault-kv.config", {k: v for k, v in config.items() if k != "vault_urls"}):
         set_flag(FLAG_CONFIG_CHANGED)
 
 

@@ -23,17 +23,26 @@ ENCRYPTION_CONFIG = "/var/snap/kube-apiserver/common/encryption/encryption_confi
 class Cluster:
     """Vault in its own model, and any number of kubernetes-control-plane models."""
 
-    def __init__(self, bao: OpenBaoServer, charms: Dict[str, Path], workdir: Optional[str] = None) -> None:
+    def __init__(
+        self, bao: OpenBaoServer, charms: Dict[str, Path], workdir: Optional[str] = None, vault_units: int = 1
+    ) -> None:
+        """``bao`` may be an OpenBaoRaftCluster: each vault unit then publishes its own node's URL."""
         self.bao = bao
         self.charms = charms
         self.workdir = workdir or tempfile.mkdtemp(prefix="jujusim-")
         self.controller = Controller(self.workdir)
         self.controller.hook_env["JUJUSIM_VAULT_URL"] = bao.url
         self.vault_model = self.controller.add_model("vault")
-        config = {"bao-url": bao.url, "bao-token": "root", "bao-ca-file": bao.ca_file or "", "ssl-ca": ""}
+        config = {
+            "bao-url": bao.url,
+            "bao-urls": " ".join(getattr(bao, "urls", [])),
+            "bao-token": getattr(bao, "root_token", "root"),
+            "bao-ca-file": bao.ca_file or "",
+            "ssl-ca": "",
+        }
         if bao.ca_file:  # the vault charm's ssl-ca option holds base64 PEM
             config["ssl-ca"] = base64.b64encode(Path(bao.ca_file).read_bytes()).decode("ascii")
-        self.controller.deploy(self.vault_model, "vault", str(charms["vault"]), 1, config=config)
+        self.controller.deploy(self.vault_model, "vault", str(charms["vault"]), vault_units, config=config)
         self.relations: Dict[str, str] = {}
 
     def add_model(self, name: str, build: str = "current", units: int = 3, relate: bool = True) -> str:

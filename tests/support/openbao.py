@@ -53,7 +53,38 @@ def _free_port_pair() -> int:
     raise RuntimeError("no free loopback port pair")
 
 
-class OpenBaoServer:
+class AuditCounting:
+    """Request counting from a file audit device at ``self.audit_log``."""
+
+    audit_log: Path
+
+    def audit_requests(self) -> List[Dict]:
+        """Every request the server logged, oldest first."""
+        if not self.audit_log.exists():
+            return []
+        entries = []
+        with open(self.audit_log) as handle:
+            for line in handle:
+                line = line.strip()
+                if line:
+                    entry = json.loads(line)
+                    if entry.get("type") == "request":
+                        entries.append(entry)
+        return entries
+
+    def mark(self) -> int:
+        """A position in the audit log, for counting the requests made after it."""
+        return len(self.audit_requests())
+
+    def requests_since(self, mark: int, exclude_root: bool = True) -> List[Dict]:
+        """Requests logged after ``mark`` (root-token requests of the test harness left out)."""
+        found = self.audit_requests()[mark:]
+        if exclude_root:
+            found = [e for e in found if (e.get("auth") or {}).get("display_name") != "root"]
+        return found
+
+
+class OpenBaoServer(AuditCounting):
     """One dev-mode OpenBao process."""
 
     def __init__(self, tls: bool = False, workdir: Optional[str] = None, json_strings: Optional[int] = None) -> None:
@@ -179,30 +210,3 @@ class OpenBaoServer:
         """Read a kv v1 secret with the root token (the tests' ground truth)."""
         response = self.root_client().read(path)
         return response["data"] if response else None
-
-    # -- request counting ------------------------------------------------------
-
-    def audit_requests(self) -> List[Dict]:
-        """Every request the server logged, oldest first."""
-        if not self.audit_log.exists():
-            return []
-        entries = []
-        with open(self.audit_log) as handle:
-            for line in handle:
-                line = line.strip()
-                if line:
-                    entry = json.loads(line)
-                    if entry.get("type") == "request":
-                        entries.append(entry)
-        return entries
-
-    def mark(self) -> int:
-        """A position in the audit log, for counting the requests made after it."""
-        return len(self.audit_requests())
-
-    def requests_since(self, mark: int, exclude_root: bool = True) -> List[Dict]:
-        """Requests logged after ``mark`` (root-token requests of the test harness left out)."""
-        found = self.audit_requests()[mark:]
-        if exclude_root:
-            found = [e for e in found if (e.get("auth") or {}).get("display_name") != "root"]
-        return found

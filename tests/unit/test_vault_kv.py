@@ -234,7 +234,7 @@ class TestSecretId:
 
     def test_config_has_the_documented_keys(self, vault):
         config = vault_kv.get_vault_config()
-        assert set(config) == {"vault_url", "secret_backend", "role_id", "secret_id", "vault_ca"}
+        assert set(config) == {"vault_url", "vault_urls", "secret_backend", "role_id", "secret_id", "vault_ca"}
         assert config["secret_backend"] == "charm-app"
 
 

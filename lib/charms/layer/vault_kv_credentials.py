@@ -12,15 +12,15 @@ while unwrapping is simply retried in the next hook.
 
 import os
 import tempfile
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from charmhelpers.core import hookenv, unitdata
 from charms.reactive import endpoint_from_name
 
 from charms.layer import vault_kv_options
-from charms.layer.vault_kv_errors import VaultCredentialsInvalid, VaultMisconfigured, VaultNotReady
+from charms.layer.vault_kv_errors import VaultCredentialsInvalid, VaultMisconfigured, VaultNotReady, VaultUnreachable
 from charms.layer.vault_kv_hashing import value_hash
-from charms.layer.vault_kv_session import checked_answer, new_client, translate_errors
+from charms.layer.vault_kv_session import caught_up, checked_answer, new_client, translate_errors
 
 ENDPOINT_NAME = "vault-kv"
 KV_SECRET_ID = "layer.vault-kv.secret_id"
@@ -60,16 +60,27 @@ def ca_file_for(ca_pem: Optional[str]) -> Optional[str]:
     return path
 
 
-def unwrap_secret_id(vault_url: str, token: str, verify) -> str:
-    """Exchange a one-shot wrapping token for the secret_id it wraps."""
+def unwrap_secret_id(vault_urls: Union[str, List[str]], token: str, verify) -> str:
+    """Exchange a one-shot wrapping token for the secret_id it wraps.
+
+    Tried at each Vault URL in turn while a server cannot serve: a refused
+    connection or a sealed server has not spent the token.
+    """
     doing = "unwrapping the one-shot token"
-    with translate_errors(doing, login=True):
-        client = new_client(vault_url, verify, token=token)
-        response = checked_answer(client.sys.unwrap(), doing)
-        secret_id = ((response or {}).get("data") or {}).get("secret_id")
-    if not isinstance(secret_id, str) or not secret_id:
-        raise VaultCredentialsInvalid("the one-shot token did not wrap a secret_id")
-    return secret_id
+    failure: Optional[VaultUnreachable] = None
+    for url in [vault_urls] if isinstance(vault_urls, str) else vault_urls:
+        try:
+            with translate_errors(doing, login=True):
+                client = new_client(url, verify, token=token)
+                response = checked_answer(caught_up(client.sys.unwrap), doing)
+                secret_id = ((response or {}).get("data") or {}).get("secret_id")
+        except VaultUnreachable as error:
+            failure = failure or error
+            continue
+        if not isinstance(secret_id, str) or not secret_id:
+            raise VaultCredentialsInvalid("the one-shot token did not wrap a secret_id")
+        return secret_id
+    raise failure or VaultNotReady("Vault has not published its URL yet")
 
 
 def token_hash(token: str) -> str:
@@ -141,7 +152,7 @@ def _already_used(token: str, known: Optional[Dict[str, Optional[str]]]) -> bool
     return known is not None and kv.get(KV_TOKEN_HASH) == token_hash(token)
 
 
-def current_secret_id(vault_url: str, unit_name: str, role_id: str, tokens: List[str], verify) -> str:
+def current_secret_id(vault_url: Union[str, List[str]], unit_name: str, role_id: str, tokens: List[str], verify) -> str:
     """The secret_id for ``role_id``, unwrapping any token Vault published that is new to us.
 
     Tokens already unwrapped, or found spent, are remembered so a steady-state
@@ -227,7 +238,8 @@ def get_vault_config(backend_format: Optional[str] = None, **_ignored: Any) -> D
     """The settings needed to reach this application's backend in Vault.
 
     Keys: ``vault_url``, ``secret_backend``, ``role_id``, ``secret_id`` (as
-    charms expect today) and ``vault_ca`` (path of the CA file, or None).
+    charms expect today), ``vault_ca`` (path of the CA file, or None) and
+    ``vault_urls`` (every vault unit's URL, ``vault_url`` first).
     ``backend_format`` (as the old layer accepted) names the backend with
     another template than the layer option; other keywords are ignored.
 
@@ -238,22 +250,23 @@ def get_vault_config(backend_format: Optional[str] = None, **_ignored: Any) -> D
     endpoint = vault_endpoint()
     if endpoint is None or not endpoint.is_joined:
         raise VaultNotReady("the vault-kv relation is not joined")
-    vault_url = endpoint.vault_url
+    vault_urls = list(getattr(endpoint, "vault_urls", None) or filter(None, [endpoint.vault_url]))
     name, role_id, tokens = granted_credentials(endpoint)
-    if not vault_url:
+    if not vault_urls:
         raise VaultNotReady("Vault has not published its URL yet")
     if not role_id:
         raise VaultNotReady("Vault has not granted this unit access yet")
     ca_pem = ca_pem_of(endpoint)
-    if ca_pem and vault_url.lower().startswith("http://"):
+    if ca_pem and any(url.lower().startswith("http://") for url in vault_urls):
         raise VaultMisconfigured(
             "Vault published a CA but an http:// URL; credentials are not sent in clear:"
             " configure the vault charm to serve https"
         )
     verify = ca_file_for(ca_pem)
-    secret_id = current_secret_id(vault_url, name, role_id, tokens, True if verify is None else verify)
+    secret_id = current_secret_id(vault_urls, name, role_id, tokens, True if verify is None else verify)
     return {
-        "vault_url": vault_url,
+        "vault_url": vault_urls[0],
+        "vault_urls": vault_urls,
         "secret_backend": vault_kv_options.secret_backend_name(backend_format),
         "role_id": role_id,
         "secret_id": secret_id,

@@ -12,6 +12,9 @@ Two kinds are told apart by subclasses:
   two kinds.
 - anything else: should pass by itself (down, sealed, a path not yet
   granted); the layer shows ``waiting`` with the reason.
+  ``VaultUnreachable`` is the kind where one Vault server could not serve
+  (refused connection, sealed, 5xx): another unit of the Vault application
+  may, so the session tries the next published URL before giving up.
 
 ``VaultAppKVNotLeader``: a non-leader tried to change application data (Juju's
 ``leader-set`` refuses non-leaders too).  It is a ``VaultNotReady`` so that a
@@ -24,6 +27,10 @@ Messages name the condition and the path, never a value or a credential.
 
 class VaultNotReady(Exception):
     """Vault cannot be used right now; try again in a later hook."""
+
+
+class VaultUnreachable(VaultNotReady):
+    """This Vault server cannot serve now (down, sealed, no leader, 5xx); another may."""
 
 
 class VaultOperatorActionNeeded(VaultNotReady):

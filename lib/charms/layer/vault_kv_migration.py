@@ -176,11 +176,18 @@ def legacy_session() -> Tuple[Optional[VaultSession], Optional[Dict[str, Any]]]:
     """A session with the legacy credentials, or (None, snapshot) when they are incomplete."""
     legacy = unitdata.kv().get(KV_LEGACY) or {}
     endpoint = vault_endpoint()
-    url = (endpoint.vault_url if endpoint is not None else None) or legacy.get("vault_url")
-    if not (url and legacy.get("role_id") and legacy.get("secret_id")):
+    urls = list(getattr(endpoint, "vault_urls", None) or []) if endpoint is not None else []
+    urls = urls or list(filter(None, [legacy.get("vault_url")]))
+    if not (urls and legacy.get("role_id") and legacy.get("secret_id")):
         return None, legacy
     verify = ca_file_for(ca_pem_of(endpoint))
-    config = {"vault_url": url, "role_id": legacy["role_id"], "secret_id": legacy["secret_id"], "vault_ca": verify}
+    config = {
+        "vault_url": urls[0],
+        "vault_urls": urls,
+        "role_id": legacy["role_id"],
+        "secret_id": legacy["secret_id"],
+        "vault_ca": verify,
+    }
     return VaultSession(config), legacy
 
 

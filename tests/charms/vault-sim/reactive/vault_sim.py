@@ -16,6 +16,10 @@ and unsealing Vault, its own AppRole) are replaced by the test's root token.
   ``publish_ca(vault_ca=...)``.
 
 The refresh-secrets action is the ``refresh-secrets`` config counter here.
+
+Vault HA: with ``bao-urls`` (one URL per OpenBao node) each vault unit
+publishes the URL of "its" node, as vault units without a VIP publish their
+own address, and the leader configures OpenBao through whichever node serves.
 """
 
 import hvac
@@ -24,9 +28,30 @@ from charms.reactive import clear_flag, data_changed, endpoint_from_flag, set_fl
 from support.vault_provider import VaultProviderEmulator
 
 
-def _client():
+def _node_urls():
     config = hookenv.config()
-    return hvac.Client(url=config["bao-url"], token=config["bao-token"], verify=config.get("bao-ca-file") or True)
+    return (config.get("bao-urls") or "").split() or [config["bao-url"]]
+
+
+def _own_url():
+    """The URL this vault unit publishes: its own node's."""
+    urls = _node_urls()
+    return urls[int(hookenv.local_unit().split("/")[1]) % len(urls)]
+
+
+def _client():
+    """A root client at the active node: the provider reads back what it just created."""
+    config = hookenv.config()
+    verify = config.get("bao-ca-file") or True
+    urls = _node_urls()
+    for url in urls if len(urls) > 1 else []:
+        client = hvac.Client(url=url, token=config["bao-token"], verify=verify, timeout=10)
+        try:
+            if client.sys.read_health_status(method="HEAD").status_code == 200:
+                return client
+        except Exception:
+            continue
+    return hvac.Client(url=config["bao-url"], token=config["bao-token"], verify=verify)
 
 
 @when("secrets.connected")
@@ -67,7 +92,7 @@ def send_vault_url_and_ca():
         hookenv.status_set("blocked", "bao-url not set")
         return
     secrets = endpoint_from_flag("secrets.connected")
-    secrets.publish_url(vault_url=config["bao-url"], remote_binding="access")
+    secrets.publish_url(vault_url=_own_url(), remote_binding="access")
     if config.get("ssl-ca"):
         secrets.publish_ca(vault_ca=config.get("ssl-ca"))
     hookenv.status_set("active", "serving vault-kv")

@@ -1,0 +1,247 @@
+"""A 3-node OpenBao cluster on integrated storage (raft), on loopback, for the Vault HA tests.
+
+Unlike the dev server, this is what a production vault application runs: one
+active node and standbys that answer reads from their own replica of the raft
+log (OpenBao's default), so a read served by a standby right after a write can
+be stale.  Every node writes to one audit file, so requests are counted as for
+a single server.
+
+The nodes are started with ``retry_join`` to each other, the first is
+initialised with one key share, and every node is unsealed with it.  Each
+process is stopped by its process id in ``cleanup()``; ``kill(n)`` ends one
+node at once (SIGKILL), as a lost machine would.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import hvac
+import requests
+from support.openbao import AuditCounting, _free_port_pair, bao_binary
+
+_NODE_CONFIG = """storage "raft" {{
+  path = "{data}"
+  node_id = "node{number}"
+  performance_multiplier = 1
+{joins}}}
+listener "tcp" {{
+  address = "127.0.0.1:{port}"
+  cluster_address = "127.0.0.1:{cluster_port}"
+  tls_disable = true
+}}
+api_addr = "http://127.0.0.1:{port}"
+cluster_addr = "https://127.0.0.1:{cluster_port}"
+disable_mlock = true
+audit "file" "counter" {{
+  options {{
+    file_path = "{audit}"
+  }}
+}}
+"""
+
+
+class RaftNode:
+    """One OpenBao server process of the cluster."""
+
+    def __init__(self, number: int, workdir: Path, port: int) -> None:
+        self.number = number
+        self.workdir = workdir
+        self.port = port
+        self.url = "http://127.0.0.1:{}".format(port)
+        self.process: Optional[subprocess.Popen] = None
+        self._output = None
+
+    def start(self, config: str) -> None:
+        (self.workdir / "data").mkdir(parents=True, exist_ok=True)
+        (self.workdir / "node.hcl").write_text(config)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+        env["HOME"] = str(self.workdir)
+        self._output = open(self.workdir / "server.log", "w")
+        self.process = subprocess.Popen(
+            [bao_binary(), "server", "-config=" + str(self.workdir / "node.hcl")],
+            stdout=self._output,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def health(self) -> Optional[int]:
+        """The status code of sys/health: 200 active, 429 standby, 503 sealed; None if down."""
+        try:
+            return requests.get(self.url + "/v1/sys/health", timeout=2).status_code
+        except requests.exceptions.RequestException:
+            return None
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.alive:
+            os.kill(self.process.pid, sig)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self.process = None
+        if self._output:
+            self._output.close()
+            self._output = None
+
+
+class OpenBaoRaftCluster(AuditCounting):
+    """Three raft nodes; ``url`` is node 0's, ``urls`` all of them."""
+
+    ca_file: Optional[str] = None
+    tls = False
+
+    def __init__(self, size: int = 3) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="openbao-raft-"))
+        self.audit_log = self.workdir / "audit.log"
+        self.nodes: List[RaftNode] = []
+        for number in range(size):
+            port = _free_port_pair()
+            while any(port in (n.port - 1, n.port, n.port + 1) for n in self.nodes):
+                port = _free_port_pair()
+            self.nodes.append(RaftNode(number, self.workdir / "node{}".format(number), port))
+        self.root_token = ""
+        self.unseal_key = ""
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    @property
+    def urls(self) -> List[str]:
+        return [node.url for node in self.nodes]
+
+    # -- life cycle ------------------------------------------------------------
+
+    def start(self, timeout: float = 60.0) -> "OpenBaoRaftCluster":
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self, timeout: float) -> None:
+        for node in self.nodes:
+            joins = "".join(
+                '  retry_join {{\n    leader_api_addr = "{}"\n  }}\n'.format(other.url)
+                for other in self.nodes
+                if other is not node
+            )
+            node.start(
+                _NODE_CONFIG.format(
+                    data=node.workdir / "data",
+                    number=node.number,
+                    joins=joins,
+                    port=node.port,
+                    cluster_port=node.port + 1,
+                    audit=self.audit_log,
+                )
+            )
+        first = self.nodes[0]
+        self._wait(lambda: first.health() is not None, timeout, "node 0 to listen")
+        answer = requests.put(
+            first.url + "/v1/sys/init", json={"secret_shares": 1, "secret_threshold": 1}, timeout=30
+        ).json()
+        self.unseal_key, self.root_token = answer["keys_base64"][0], answer["root_token"]
+        self.unseal(0)
+        self._wait(lambda: first.health() == 200, timeout, "node 0 to become active")
+        # standbys become voters once stable for this long (default 10 s)
+        self._wait(lambda: self._quick_autopilot(), timeout, "the autopilot settings")
+        for node in self.nodes[1:]:
+            # a joining node is unsealed with the cluster's key once retry_join reached the leader
+            self._wait(lambda node=node: self._try_unseal(node), timeout, "node {} to join".format(node.number))
+        self._wait(lambda: all(n.health() in (200, 429) for n in self.nodes), timeout, "every node to serve")
+        self._wait(lambda: len(self._peers()) == len(self.nodes), timeout, "every node to be a raft voter")
+
+    def _quick_autopilot(self) -> bool:
+        try:
+            self.root_client().write_data(
+                "sys/storage/raft/autopilot/configuration", data={"server_stabilization_time": "1s"}
+            )
+        except (requests.exceptions.RequestException, hvac.exceptions.VaultError):
+            return False
+        return True
+
+    def _try_unseal(self, node: RaftNode) -> bool:
+        try:
+            answer = requests.put(node.url + "/v1/sys/unseal", json={"key": self.unseal_key}, timeout=5).json()
+        except (requests.exceptions.RequestException, ValueError):
+            return False
+        return answer.get("sealed") is False
+
+    def _peers(self) -> List[Dict]:
+        try:
+            answer = self.root_client().read("sys/storage/raft/configuration")
+        except (requests.exceptions.RequestException, hvac.exceptions.VaultError):
+            return []
+        return [s for s in ((answer or {}).get("data") or {}).get("config", {}).get("servers", []) if s.get("voter")]
+
+    @staticmethod
+    def _wait(condition, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            time.sleep(0.1)
+        raise RuntimeError("OpenBao raft cluster: timed out waiting for " + what)
+
+    def unseal(self, number: int) -> None:
+        requests.put(self.nodes[number].url + "/v1/sys/unseal", json={"key": self.unseal_key}, timeout=10)
+
+    def active(self) -> Optional[RaftNode]:
+        """The node that is active now, if any."""
+        return next((n for n in self.nodes if n.alive and n.health() == 200), None)
+
+    def wait_for_active(self, timeout: float = 30.0) -> RaftNode:
+        self._wait(lambda: self.active() is not None, timeout, "an active node")
+        return self.active()
+
+    def standbys(self) -> List[RaftNode]:
+        return [n for n in self.nodes if n.alive and n.health() == 429]
+
+    def kill(self, node: RaftNode) -> None:
+        """End ``node`` at once (SIGKILL), as a machine that lost power."""
+        node.stop(signal.SIGKILL)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> "OpenBaoRaftCluster":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()
+
+    # -- clients and state -----------------------------------------------------
+
+    def root_client(self) -> hvac.Client:
+        """A root client at the active node (reads there are never stale)."""
+        node = self.active() or next(n for n in self.nodes if n.alive)
+        return hvac.Client(url=node.url, token=self.root_token, timeout=10)
+
+    def read(self, path: str) -> Optional[Dict]:
+        """Read a kv v1 secret at the active node (the tests' ground truth)."""
+        response = self.root_client().read(path)
+        return response["data"] if response else None
+
+    def server_log(self) -> str:
+        return "\n".join(
+            (n.workdir / "server.log").read_text() for n in self.nodes if (n.workdir / "server.log").exists()
+        )
