@@ -12,6 +12,14 @@ remote_binding=)``, ``publish_ca(vault_ca=)`` (already base64),
 
 Flags: ``{endpoint_name}.connected`` while any unit is related and
 ``endpoint.{endpoint_name}.new-request`` when a request field changed.
+
+A requirer names the AppRole it gets with ``unit_name``.  Only its own Juju
+unit name, or that name prefixed with a model UUID (``{model-uuid}-{unit}``,
+which keeps two models' units apart), is accepted: a unit may not claim
+another unit's AppRole and so blank or refresh its secret_id.  Across models
+(a cross-model relation) Juju shows the remote unit as ``remote-{hash}/{n}``,
+so there the application part cannot be checked and the unit number must
+match.  A name claimed by two units is refused for both.
 """
 
 import ipaddress
@@ -25,6 +33,19 @@ from charms.reactive import Endpoint, clear_flag, is_flag_set, toggle_flag, when
 from .relation_data import decode_ca_bytes, expect, non_empty_string
 
 REQUEST_FIELDS = ("secret_backend", "access_address", "hostname", "isolated", "unit_name")
+_MODEL_UUID_PREFIX = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}-")
+_UNIT_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*/[0-9]+$")
+_CROSS_MODEL_UNIT = re.compile(r"^remote-[0-9a-f]+/([0-9]+)$")
+
+
+def unit_name_allowed(claimed: str, juju_name: str) -> bool:
+    """Whether a requirer unit known to Juju as ``juju_name`` may be known to Vault as ``claimed``."""
+    name = _MODEL_UUID_PREFIX.sub("", claimed, count=1)
+    if name == juju_name:
+        return True
+    cross_model = _CROSS_MODEL_UNIT.match(juju_name)
+    return bool(cross_model and _UNIT_NAME.match(name) and name.rsplit("/", 1)[1] == cross_model.group(1))
+
 
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -142,9 +163,22 @@ class VaultKVProvides(Endpoint):
             relation.to_publish["vault_ca"] = vault_ca
 
     @staticmethod
+    def _claimed_unit_name(unit) -> Optional[str]:
+        claimed = non_empty_string("unit_name", unit.received.get("unit_name"))
+        if claimed is None or unit_name_allowed(claimed, unit.unit_name):
+            return claimed
+        hookenv.log(
+            "vault-kv: {} asked to be known as {!r}, which is not its own unit name;" " refused".format(
+                unit.unit_name, claimed[:200]
+            ),
+            level=hookenv.WARNING,
+        )
+        return None
+
+    @staticmethod
     def get_remote_unit_name(unit) -> str:
-        """The unit_name a requirer asked to be known by (its Juju name if none)."""
-        return non_empty_string("unit_name", unit.received.get("unit_name")) or unit.unit_name
+        """The unit_name a requirer asked to be known by: its Juju name if none, or if the claim is refused."""
+        return VaultKVProvides._claimed_unit_name(unit) or unit.unit_name
 
     remote_unit_name = get_remote_unit_name  # the name this interface used before
 
@@ -172,6 +206,15 @@ class VaultKVProvides(Endpoint):
         name) until the unit publishes a valid one.
         """
         found = []
+        names: Dict[int, Optional[str]] = {}  # id(unit) -> the name it is served under; None: refused
+        claims: Dict[str, int] = {}
+        for relation in self.relations:
+            for unit in relation.units:
+                claimed = non_empty_string("unit_name", unit.received.get("unit_name"))
+                accepted = self._claimed_unit_name(unit) if claimed is not None else unit.unit_name
+                names[id(unit)] = accepted  # a refused claim is not served under any name
+                if accepted is not None:
+                    claims[accepted] = claims.get(accepted, 0) + 1
         for relation in self.relations:
             for unit in relation.units:
                 data = unit.received
@@ -186,10 +229,19 @@ class VaultKVProvides(Endpoint):
                         "vault-kv: ignoring request for backend not starting with 'charm-'", level=hookenv.WARNING
                     )
                     continue
+                name = names.get(id(unit))
+                if name is None:
+                    continue
+                if claims.get(name, 0) > 1:
+                    hookenv.log(
+                        "vault-kv: {!r} is claimed by more than one related unit; refused".format(name),
+                        level=hookenv.WARNING,
+                    )
+                    continue
                 found.append(
                     {
                         "unit": unit,
-                        "unit_name": self.get_remote_unit_name(unit),
+                        "unit_name": name,
                         "secret_backend": backend,
                         "access_address": address,
                         "ingress_address": data.get("ingress-address") or address,

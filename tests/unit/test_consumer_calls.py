@@ -199,17 +199,22 @@ class TestVaultCharmCalls:
 
     def test_unit_name_chosen_by_the_requirer_keys_the_answers(self, flags, juju, network):
         req = requirer()
-        req.request_secret_backend("charm-app", isolated=True, unit_name="uuid-app/0")
+        req.request_secret_backend("charm-app", isolated=True, unit_name="1b4e28ba-2fa1-11d2-883f-0016d3cca427-app/0")
         secrets = vault_sees(("app/0", req))
 
         served = configure_secrets_backend(secrets)
         send_vault_url_and_ca(secrets)
 
-        assert served["uuid-app/0"][0] == "charm-uuid-app-0"
-        assert secrets.get_remote_unit_name(secrets.relations[0].units[0]) == "uuid-app/0"
+        assert (
+            served["1b4e28ba-2fa1-11d2-883f-0016d3cca427-app/0"][0]
+            == "charm-1b4e28ba-2fa1-11d2-883f-0016d3cca427-app-0"
+        )
+        assert (
+            secrets.get_remote_unit_name(secrets.relations[0].units[0]) == "1b4e28ba-2fa1-11d2-883f-0016d3cca427-app/0"
+        )
         requirer_sees(req, secrets)
-        assert req.unit_role_id == "role-id-of-charm-uuid-app-0"
-        assert req.unit_token == "wrapping-token-of-charm-uuid-app-0"
+        assert req.unit_role_id == "role-id-of-charm-1b4e28ba-2fa1-11d2-883f-0016d3cca427-app-0"
+        assert req.unit_token == "wrapping-token-of-charm-1b4e28ba-2fa1-11d2-883f-0016d3cca427-app-0"
 
     def test_requirer_on_the_external_network_gets_the_external_url(self, flags, juju, network):
         local, remote = requirer(), requirer()

@@ -91,18 +91,28 @@ class TestRequires:
     def test_request_publishes_every_field(self, flags, juju):
         hookenv.network_get_primary_address.side_effect = lambda name: "10.1.1.1"
         endpoint = make_requires(GOOD)
-        endpoint.request_secret_backend("charm-app", isolated=False, unit_name="uuid-app/0")
+        endpoint.request_secret_backend(
+            "charm-app", isolated=False, unit_name="1b4e28ba-2fa1-11d2-883f-0016d3cca427-app/0"
+        )
         published = endpoint.relations[0].to_publish
         assert published["secret_backend"] == "charm-app"
         assert published["isolated"] is False
         assert published["access_address"] == "10.1.1.1"
-        assert published["unit_name"] == "uuid-app/0"
+        assert published["unit_name"] == "1b4e28ba-2fa1-11d2-883f-0016d3cca427-app/0"
         assert published["hostname"]
 
     def test_new_unit_name_is_read_first_then_the_juju_name(self, flags, juju):
-        data = dict(GOOD, **{"uuid-app/0_role_id": "role-new", "uuid-app/0_token": "tok-new"})
+        data = dict(
+            GOOD,
+            **{
+                "1b4e28ba-2fa1-11d2-883f-0016d3cca427-app/0_role_id": "role-new",
+                "1b4e28ba-2fa1-11d2-883f-0016d3cca427-app/0_token": "tok-new",
+            },
+        )
         endpoint = make_requires(data)
-        endpoint.request_secret_backend("charm-uuid-app", isolated=False, unit_name="uuid-app/0")
+        endpoint.request_secret_backend(
+            "charm-uuid-app", isolated=False, unit_name="1b4e28ba-2fa1-11d2-883f-0016d3cca427-app/0"
+        )
         assert endpoint.unit_role_id == "role-new"
         assert endpoint.all_unit_tokens == ["tok-new", "tok-0"]
         assert endpoint.role_id_for("app/0") == "role-0"
@@ -192,10 +202,12 @@ REQUEST = {"secret_backend": "charm-app", "access_address": "10.0.0.5", "hostnam
 
 class TestProvides:
     def test_complete_requests_are_listed(self, flags, juju):
-        endpoint, _ = make_provides({"app/0": dict(REQUEST, unit_name="uuid-app/0"), "app/1": REQUEST})
+        endpoint, _ = make_provides(
+            {"app/0": dict(REQUEST, unit_name="1b4e28ba-2fa1-11d2-883f-0016d3cca427-app/0"), "app/1": REQUEST}
+        )
         found = endpoint.requests()
         assert [(r["unit_name"], r["secret_backend"], r["isolated"]) for r in found] == [
-            ("uuid-app/0", "charm-app", False),
+            ("1b4e28ba-2fa1-11d2-883f-0016d3cca427-app/0", "charm-app", False),
             ("app/1", "charm-app", False),
         ]
 
@@ -217,10 +229,10 @@ class TestProvides:
         unit = relation.units[0]
         endpoint.set_role_id(unit, "role-legacy", "tok-legacy")
         assert relation.to_publish["app/0_role_id"] == "role-legacy"
-        unit.received["unit_name"] = "uuid-app/0"
+        unit.received["unit_name"] = "1b4e28ba-2fa1-11d2-883f-0016d3cca427-app/0"
         endpoint.set_role_id(unit, "role-new", "tok-new")
         assert relation.to_publish.raw_data["app/0_role_id"] == ""
-        assert relation.to_publish["uuid-app/0_token"] == "tok-new"
+        assert relation.to_publish["1b4e28ba-2fa1-11d2-883f-0016d3cca427-app/0_token"] == "tok-new"
 
     def test_url_without_binding_goes_to_every_relation(self, flags, juju):
         endpoint, first = make_provides({"app/0": REQUEST})
@@ -250,9 +262,15 @@ class TestProvides:
         assert relation.to_publish["vault_ca"] == PEM
 
     def test_remote_unit_name_under_both_names(self, flags, juju):
-        endpoint, relation = make_provides({"app/0": dict(REQUEST, unit_name="uuid-app/0"), "app/1": REQUEST})
+        endpoint, relation = make_provides(
+            {"app/0": dict(REQUEST, unit_name="1b4e28ba-2fa1-11d2-883f-0016d3cca427-app/0"), "app/1": REQUEST}
+        )
         first, second = relation.units
-        assert endpoint.get_remote_unit_name(first) == endpoint.remote_unit_name(first) == "uuid-app/0"
+        assert (
+            endpoint.get_remote_unit_name(first)
+            == endpoint.remote_unit_name(first)
+            == "1b4e28ba-2fa1-11d2-883f-0016d3cca427-app/0"
+        )
         assert endpoint.get_remote_unit_name(second) == "app/1"
 
 
@@ -359,3 +377,55 @@ class TestPublishUrlBinding:
         endpoint.manage_flags()
         assert "endpoint.secrets.new-request" in flags
         assert "endpoint.secrets.changed.unit_name" not in flags
+
+
+UUID = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+
+
+class TestUnitNameClaims:
+    """A requirer may be known to Vault only by its own unit name, optionally model-UUID prefixed."""
+
+    @pytest.mark.parametrize(
+        "claimed, juju_name, allowed",
+        [
+            ("app/0", "app/0", True),
+            (UUID + "-app/0", "app/0", True),
+            ("other/0", "app/0", False),  # another application's AppRole
+            ("app/1", "app/0", False),  # a sibling's
+            (UUID + "-app/1", "app/0", False),
+            ("uuid-app/0", "app/0", False),  # a prefix that is not a model UUID
+            (UUID + "-app/0", "remote-0123abcd/0", True),  # cross-model: the number must match
+            ("app/0", "remote-0123abcd/0", True),
+            (UUID + "-app/3", "remote-0123abcd/0", False),
+            ("../app/0", "remote-0123abcd/0", False),
+        ],
+    )
+    def test_rule(self, claimed, juju_name, allowed):
+        assert provides.unit_name_allowed(claimed, juju_name) is allowed
+
+    def test_a_claim_of_another_units_name_is_not_served_and_not_used_for_answers(self, flags, juju):
+        endpoint, relation = make_provides(
+            {"app/0": dict(REQUEST, unit_name=UUID + "-app/0"), "app/1": dict(REQUEST, unit_name=UUID + "-app/0")}
+        )
+        assert [r["unit_name"] for r in endpoint.requests()] == [UUID + "-app/0"]
+        forger = relation.units[1]
+        assert endpoint.get_remote_unit_name(forger) == "app/1"  # never the claimed name
+        endpoint.set_role_id(forger, "role-x", "tok-x")
+        assert UUID + "-app/0_token" not in relation.to_publish
+
+    def test_one_name_claimed_across_two_relations_is_served_to_neither(self, flags, juju):
+        endpoint, _ = make_provides({"remote-aaaa/0": dict(REQUEST, unit_name=UUID + "-app/0")})
+        add_relation(endpoint, {"remote-bbbb/0": dict(REQUEST, unit_name=UUID + "-app/0")})
+        assert endpoint.requests() == []
+
+
+class TestVaultUrls:
+    def test_every_units_url_in_unit_order_malformed_ones_left_out(self, flags, juju):
+        endpoint = make_requires(GOOD)
+        endpoint.all_joined_units += [
+            Unit({"vault_url": json.dumps("http://:8200")}, "vault/1"),
+            Unit({"vault_url": json.dumps("https://10.0.0.3:8200")}, "vault/2"),
+            Unit({"vault_url": json.dumps("https://10.0.0.1:8200")}, "vault/3"),
+        ]
+        assert endpoint.vault_urls == ["https://10.0.0.1:8200", "https://10.0.0.3:8200"]
+        assert endpoint.vault_url == "https://10.0.0.1:8200"
