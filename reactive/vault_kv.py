@@ -155,6 +155,8 @@ def record_app_kv_hashes():
     """At hook exit: record what this unit has seen; the leader wakes the others.  Nothing escapes."""
     app_kv = vault_kv.VaultAppKV.loaded()
     try:
+        if app_kv is not None:
+            app_kv.restore_lost_writes()
         for store in (app_kv, vault_kv.VaultUnitKV.loaded()):
             if store is not None:
                 store.log_writes()

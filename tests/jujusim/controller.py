@@ -380,6 +380,26 @@ class Controller:
             self._finish_broken(item)
         return process
 
+    def start_hook_script(
+        self, model: str, unit: str, hook: str, script: str, extra_env: Optional[Dict[str, str]] = None
+    ) -> subprocess.Popen:
+        """Start ``script`` as if it were ``unit``'s ``hook`` (same environment, same sandbox), not waited for.
+
+        For tests that need two units' hooks to run at the same time; the
+        caller waits for the process.
+        """
+        info = self.unit(model, unit)
+        charm_dir = Path(info["dir"]) / "charm"
+        env = self.hook_environment(model, unit, hook)
+        env["PYTHONPATH"] = "{}:{}".format(TESTS_DIR / "jujusim" / "hook_site", TESTS_DIR)
+        env.update(self.hook_env)
+        env.update(extra_env or {})
+        command = self._hook_command(info, hook)
+        command[command.index(str(charm_dir / "hooks" / hook))] = script
+        return subprocess.Popen(
+            command, cwd=str(charm_dir), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
     def _finish_broken(self, item) -> None:
         with locked(self.state_path) as state:
             relation = state["relations"].get(item["relation_id"])

@@ -22,6 +22,12 @@ def new_hook():
     vault_kv.reset_cached_state()
 
 
+def vault_kv_flags():
+    from charms.reactive import get_flags
+
+    return set(get_flags())
+
+
 def logged_text():
     return " ".join(str(call) for call in hookenv.log.call_args_list)
 
@@ -285,10 +291,49 @@ class TestLeaderOnlyAppWrites:
         assert vault.data["charm-app/kv/app"] == {"encryption_key": "K"}
         assert kv["encryption_key"] == "K"
 
+    def test_leadership_is_asked_again_once_its_answer_is_older_than_juju_guarantees(self, vault, juju, monkeypatch):
+        now = [1000.0]
+        monkeypatch.setattr(vault_kv.time, "monotonic", lambda: now[0])
+        kv = VaultAppKV()
+        kv["a"] = 1
+        juju["leader"] = False  # leadership moved during a long hook
+        kv["b"] = 2  # within the lease Juju granted: still ours
+        now[0] += vault_kv.LEADERSHIP_TRUSTED_SECONDS + 1
+        with pytest.raises(vault_kv.VaultAppKVNotLeader):
+            kv["c"] = 3
+        assert vault.data[APP] == {"a": 1, "b": 2}
+
     def test_unit_data_stays_writable_by_every_unit(self, vault, juju):
         juju["leader"] = False
         VaultUnitKV()["mine"] = 1
         assert vault.data["charm-app/kv/unit/0"] == {"mine": 1}
+
+
+class TestLostWrites:
+    """kv v1 has no check-and-set: a write made from an older read drops keys; the exit read-back restores them."""
+
+    def test_a_key_dropped_by_another_writer_is_written_back_once(self, vault, juju):
+        vault.data[APP] = {"a": 1}
+        kv = VaultAppKV()
+        kv["mine"] = "M"
+        vault.data[APP] = {"a": 1, "theirs": "T"}  # another writer, from a read before ours
+        assert kv.restore_lost_writes() == ["mine"]
+        assert vault.data[APP] == {"a": 1, "theirs": "T", "mine": "M"}
+        assert dict(kv) == vault.data[APP]
+        assert "layer.vault-kv.app-kv.set.theirs" in vault_kv_flags()
+
+    def test_a_value_another_writer_wrote_later_is_kept(self, vault, juju):
+        kv = VaultAppKV()
+        kv["k"] = "ours"
+        vault.data[APP] = {"k": "theirs"}
+        assert kv.restore_lost_writes() == []
+        assert vault.data[APP] == {"k": "theirs"} and kv["k"] == "theirs"
+
+    def test_nothing_written_nothing_read(self, vault, juju):
+        kv = VaultAppKV()
+        before = len(vault.requests)
+        assert kv.restore_lost_writes() == []
+        assert len(vault.requests) == before
 
 
 class TestHashesAndFlags:
@@ -328,6 +373,28 @@ class TestHashesAndFlags:
         writes = vault.count("write")
         kv.update_hashes()
         assert vault.count("write") == writes
+
+    def test_hashes_vault_refuses_for_size_are_kept_locally_and_no_key_reads_as_changed_again(self, vault, flags):
+        """The hashes (two strings a key) can exceed a limit the data passed; nothing is lost for it."""
+
+        def refuse_hashes(kind, path):
+            if kind == "write" and path == HASHES:
+                raise hvac_errors.InvalidRequest("request exceeded maximum complexity")
+
+        vault.on_request = refuse_hashes
+        kv = VaultAppKV()
+        kv.update({"k{}".format(n): n for n in range(3)})
+        kv.update_hashes()  # does not raise
+        assert HASHES not in vault.data
+        for flag in [f for f in flags if f.startswith("layer.vault-kv.app-kv.changed")]:
+            flags.discard(flag)  # the charm handled them
+        new_hook()
+        VaultAppKV()
+        assert not [f for f in flags if f.startswith("layer.vault-kv.app-kv.changed")]
+        vault.on_request = None
+        new_hook()
+        VaultAppKV().update_hashes()  # Vault's copy is written once it accepts it
+        assert set(vault.data[HASHES]) == {"k0", "k1", "k2"}
 
     def test_set_and_changed_flags_follow_the_data(self, vault, flags):
         kv = VaultAppKV()

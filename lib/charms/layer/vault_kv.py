@@ -16,6 +16,7 @@ Differences from the old layer, each a defect it had:
 """
 
 import json
+import time
 from typing import Any, Dict, Iterable, List, Optional, Set
 
 from charmhelpers.core import hookenv
@@ -45,6 +46,10 @@ __all__ = [
     "reset_cached_state",
 ]
 
+# Juju keeps a unit leader for at least 30 s after is-leader said so (its
+# leadership lease); an answer is trusted for less than that, so two units can
+# never both believe they may write the application data.
+LEADERSHIP_TRUSTED_SECONDS = 20.0
 FLAG_PREFIX = "layer.vault-kv.app-kv."
 FLAG_ANY_CHANGED = FLAG_PREFIX + "changed"
 _MISSING = object()
@@ -269,9 +274,13 @@ class VaultAppKV(_VaultBaseKV):
         Writing a value that is already there is not a change (nothing is
         sent).  A non-leader may fill a key a move could not bring (see
         ``missing_after_move``): restoring what is missing replaces nothing.
+        is-leader is a hook tool (charmhelpers does not cache it): its answer
+        is reused for LEADERSHIP_TRUSTED_SECONDS, inside Juju's lease.
         """
-        if self._leader is None:  # asked once per hook: is-leader is a hook tool, not cached by charmhelpers
+        now = time.monotonic()
+        if self._leader is None or now - self._leader_asked_at > LEADERSHIP_TRUSTED_SECONDS:
             self._leader = hookenv.is_leader()
+            self._leader_asked_at = now
         if self._leader:
             return
         if deletes or not set(changed) <= (self._awaited - set(self)):
@@ -289,7 +298,7 @@ class VaultAppKV(_VaultBaseKV):
         # the hashes this unit recorded: its local copy of what it wrote to Vault,
         # else Vault's, else (new to this backend, after a move) what it has seen
         stored = vault_kv_local_copies.recorded_hashes(self._hash_path)
-        self._vault_hashes_current = stored is not None
+        self._vault_hashes_current = stored is not None and vault_kv_local_copies.hashes_in_vault()
         if stored is None:
             stored = session.read(self._hash_path)
             self._vault_hashes_current = stored is not None
@@ -298,6 +307,7 @@ class VaultAppKV(_VaultBaseKV):
         self._awaited = set(vault_kv_local_copies.awaited_keys())
         self._any_changed_toggled = False
         self._leader: Optional[bool] = None
+        self._leader_asked_at = 0.0
         if (self._awaited & set(self)) or (set(missing) - self._awaited - set(self)):
             self._awaited = (self._awaited | set(missing)) - set(self)
             vault_kv_local_copies.set_awaited_keys(self._awaited)
@@ -392,6 +402,36 @@ class VaultAppKV(_VaultBaseKV):
         """A digest of all value hashes: equal digests mean equal data."""
         return fingerprint(sorted(self._new_hashes.items()))
 
+    def restore_lost_writes(self) -> List[str]:
+        """Read the data back once and write again what another writer's write dropped.
+
+        A kv v1 write replaces the whole secret and has no check-and-set: a
+        unit that read before this hook's write and wrote after it removes the
+        keys this hook added.  Done at hook exit, after this hook's last
+        write: keys this hook wrote that are missing are written back once,
+        on top of what is there now.  A key another writer gave another value
+        keeps that value (it wrote later); keys it added are taken in, with
+        their flags.  Returns the keys written back.
+        """
+        if not self._written:
+            return []
+        latest = self._session.read(self._path) or {}
+        lost = sorted(key for key in self._written - self._removed if key in self and key not in latest)
+        if lost:
+            mapping = dict(latest)
+            mapping.update({key: self[key] for key in lost})
+            self._store(mapping)
+            log("{} lost to another writer at {}; written back".format(", ".join(lost), self._path), hookenv.WARNING)
+            latest = mapping
+        for key in sorted(set(self) | set(latest)):
+            if self.get(key, _MISSING) != latest.get(key, _MISSING):
+                if key in latest:
+                    dict.__setitem__(self, key, latest[key])
+                else:
+                    dict.__delitem__(self, key)
+                self._after_change(key)
+        return lost
+
     def update_hashes(self) -> None:
         """Record the current hashes in Vault, marking every value as seen.
 
@@ -403,11 +443,18 @@ class VaultAppKV(_VaultBaseKV):
         if self._new_hashes == self._old_hashes and self._vault_hashes_current:
             vault_kv_local_copies.remember_seen_hashes(self._new_hashes, self._hash_path)
             return
-        if self._new_hashes:
-            self._session.write(self._hash_path, dict(self._new_hashes))
-        elif self._vault_hashes_current:
-            self._session.delete(self._hash_path)
+        # the local copy first: what this unit has seen is recorded even when
+        # Vault refuses the hashes (a size limit the data itself passed)
+        vault_kv_local_copies.remember_seen_hashes(self._new_hashes, self._hash_path, in_vault=False)
         self._old_hashes = dict(self._new_hashes)
+        try:
+            if self._new_hashes:
+                self._session.write(self._hash_path, dict(self._new_hashes))
+            elif self._vault_hashes_current:
+                self._session.delete(self._hash_path)
+        except VaultOperatorActionNeeded as error:
+            log("hashes kept only in unitdata, the next hook tries Vault again: {}".format(error), hookenv.WARNING)
+            return
         self._vault_hashes_current = True
         vault_kv_local_copies.remember_seen_hashes(self._new_hashes, self._hash_path)
 

@@ -23,6 +23,7 @@ from charms.layer.vault_kv_hashing import value_hash
 KV_SEEN_HASHES = "layer.vault-kv.seen-hashes"
 KV_AWAITED = "layer.vault-kv.awaited-keys"
 KV_SEEN_HASHES_AT = "layer.vault-kv.seen-hashes-at"
+KV_SEEN_HASHES_NOT_IN_VAULT = "layer.vault-kv.seen-hashes-not-in-vault"
 
 _local_sources: Dict[str, Callable[[], Optional[Any]]] = {}
 
@@ -54,14 +55,26 @@ def local_value(key: str) -> Optional[Any]:
         return None
 
 
-def remember_seen_hashes(hashes: Dict[str, str], recorded_at: Optional[str] = None) -> None:
+def remember_seen_hashes(hashes: Dict[str, str], recorded_at: Optional[str] = None, in_vault: bool = True) -> None:
     """Keep a local copy of the hashes this unit recorded in Vault (at ``recorded_at``).
 
     With the Vault path it was recorded at, the copy stands in for reading
     that path in later hooks: a steady hook then costs one login and one read.
+    ``in_vault`` False: Vault does not hold them yet (its write failed or
+    has not happened); a later hook writes them there.
     """
-    unitdata.kv().set(KV_SEEN_HASHES, dict(hashes))
-    unitdata.kv().set(KV_SEEN_HASHES_AT, recorded_at)
+    store = unitdata.kv()
+    store.set(KV_SEEN_HASHES, dict(hashes))
+    store.set(KV_SEEN_HASHES_AT, recorded_at)
+    if in_vault:
+        store.unset(KV_SEEN_HASHES_NOT_IN_VAULT)
+    else:
+        store.set(KV_SEEN_HASHES_NOT_IN_VAULT, True)
+
+
+def hashes_in_vault() -> bool:
+    """Whether Vault holds the hashes of the local copy (see ``remember_seen_hashes``)."""
+    return not unitdata.kv().get(KV_SEEN_HASHES_NOT_IN_VAULT)
 
 
 def recorded_hashes(path: str) -> Optional[Dict[str, str]]:
