@@ -10,6 +10,8 @@ Flags this layer sets:
   see ``VaultAppKV``.
 """
 
+import socket
+
 from charmhelpers.core import hookenv
 from charms.reactive import (
     clear_flag,
@@ -101,10 +103,21 @@ def update_ready():
     else:
         set_flag(FLAG_READY)
         missing = app_kv.missing_after_move()
+        try:
+            legacy = vault_kv_migration.unit_secrets_not_copied(app_kv._session, vault_kv.backend_of(app_kv))
+        except vault_kv.VaultNotReady:
+            legacy = None  # asked again next hook
         if missing:
             vault_kv_status.blocked(
                 "{} not found after the move (legacy backend unreadable, no local copy):"
                 " write it back with VaultAppKV on the leader".format(", ".join(missing))
+            )
+        elif legacy:
+            vault_kv_status.blocked(
+                "this unit's secrets under {}/{}/ (vaultlocker device keys) could not be copied to the new"
+                " backend: copy them with a Vault token that reads the old backend".format(
+                    legacy, socket.gethostname()
+                )
             )
         else:
             vault_kv_status.resolved()

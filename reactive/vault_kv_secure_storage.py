@@ -23,7 +23,6 @@ and still leave one key list, identical on every unit:
   mount its encrypted storage a second time over the directory).
 """
 
-import os
 
 from charmhelpers.core import hookenv
 from charms.reactive import clear_flag, is_flag_set, set_flag, when, when_not
@@ -43,8 +42,7 @@ def config_path():
 
 def includes_vaultlocker() -> bool:
     """Whether the built charm includes layer:vaultlocker (whose library it then carries)."""
-    root = hookenv.charm_dir() or os.getcwd()
-    return os.path.exists(os.path.join(root, "lib", "charms", "layer", "vaultlocker.py"))
+    return vault_kv_options.charm_includes_vaultlocker()
 
 
 def _read_local_key():

@@ -300,3 +300,26 @@ def test_what_a_move_could_not_bring_is_awaited_by_a_unit_added_during_it(legacy
     assert "layer.vault-kv.ready" in flags
     assert "layer.vault-kv.app-kv.set.encryption_key" in flags  # so the charm does not generate one
     assert juju["status"][0] == "blocked" and "encryption_key" in juju["status"][1]
+
+
+def test_device_keys_a_move_could_not_copy_block_a_vaultlocker_charm_until_they_are_in_the_new_backend(
+    legacy_unit, flags, juju
+):
+    import socket
+
+    lib = juju["charm_dir"] / "lib" / "charms" / "layer"
+    lib.mkdir(parents=True)
+    (lib / "vaultlocker.py").write_text("# the charm includes layer:vaultlocker\n")
+    vault_kv_local_copies.register_local_copy("encryption_key", lambda: KEY)
+    upgrade(legacy_unit, flags)
+    legacy_unit.roles["role-app-0"] = "rotated-elsewhere"  # legacy credentials refused
+    handlers.continue_migration()
+    vault_kv.reset_cached_state()
+    handlers.update_ready()
+    host = socket.gethostname()
+    assert juju["status"][0] == "blocked"
+    assert "charm-app/{}/".format(host) in juju["status"][1] and "vaultlocker" in juju["status"][1]
+    legacy_unit.data["{}/{}/device-uuid".format(NEW, host)] = {"dmcrypt_key": "copied by the operator"}
+    vault_kv.reset_cached_state()
+    handlers.update_ready()
+    assert juju["status"][0] != "blocked"

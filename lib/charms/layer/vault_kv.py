@@ -459,6 +459,11 @@ class VaultAppKV(_VaultBaseKV):
         vault_kv_local_copies.remember_seen_hashes(self._new_hashes, self._hash_path)
 
 
+def backend_of(store: "_VaultBaseKV") -> str:
+    """The backend a loaded store lives in (its path is ``{backend}/kv/...``)."""
+    return store._path.split("/kv/", 1)[0]
+
+
 def _get_secret_backend(backend_format: Optional[str] = None, **_ignored: Any) -> str:
     """The backend name this build of the charm wants (private, kept for the consumers).
 

@@ -358,6 +358,23 @@ def copy_unit_secrets(new_session: VaultSession, backend: str) -> List[str]:
     return written
 
 
+def unit_secrets_not_copied(session: VaultSession, backend: str) -> Optional[str]:
+    """The legacy backend whose ``{hostname}/`` secrets a move could not copy, while still missing.
+
+    Shown as ``blocked``: vaultlocker reads a device's key at boot from the
+    backend its configuration names, now the new one.  Once the operator has
+    copied them (anything under ``{backend}/{hostname}/``), it is over.
+    """
+    store = unitdata.kv()
+    legacy = store.get(KV_UNIT_SECRETS_PENDING)
+    if not legacy or not vault_kv_options.charm_includes_vaultlocker():
+        return None  # only vaultlocker keeps secrets there
+    if session.list("{}/{}".format(backend, socket.gethostname())):
+        store.unset(KV_UNIT_SECRETS_PENDING)
+        return None
+    return legacy
+
+
 # -- finishing ----------------------------------------------------------------------
 
 

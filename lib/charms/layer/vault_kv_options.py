@@ -120,3 +120,9 @@ def vault_unit_name() -> str:
     if uses_model_scoped_names():
         return "{}-{}".format(hookenv.model_uuid(), unit)
     return unit
+
+
+def charm_includes_vaultlocker() -> bool:
+    """Whether the built charm includes layer:vaultlocker (whose library it then carries)."""
+    root = hookenv.charm_dir() or os.getcwd()
+    return os.path.exists(os.path.join(root, "lib", "charms", "layer", "vaultlocker.py"))
