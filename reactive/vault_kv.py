@@ -23,7 +23,9 @@ from charms.reactive import (
     when_not,
 )
 
-from charms.layer import vault_kv, vault_kv_migration, vault_kv_status
+from charms.layer import vault_kv
+from charms.layer.vault_kv import migration as vault_kv_migration
+from charms.layer.vault_kv import status as vault_kv_status
 
 FLAG_READY = "layer.vault-kv.ready"
 FLAG_REQUESTED = "layer.vault-kv.requested"
@@ -115,9 +117,7 @@ def update_ready():
         elif legacy:
             vault_kv_status.blocked(
                 "this unit's secrets under {}/{}/ (vaultlocker device keys) could not be copied to the new"
-                " backend: copy them with a Vault token that reads the old backend".format(
-                    legacy, socket.gethostname()
-                )
+                " backend: copy them with a Vault token that reads the old backend".format(legacy, socket.gethostname())
             )
         else:
             vault_kv_status.resolved()

@@ -7,7 +7,7 @@ module registers no handler at all: it never touches a
 handlers keep sole charge of them.
 
 When enabled, it does what kubernetes-control-plane's handlers do, in the same
-formats (see ``vault_kv_encryption_config``), so the two can run side by side
+formats (see ``vault_kv.secure_storage.encryption_config``), so the two can run side by side
 and still leave one key list, identical on every unit:
 
 - only the leader provides ``encryption_key``, only when the layer is ready
@@ -23,12 +23,14 @@ and still leave one key list, identical on every unit:
   mount its encrypted storage a second time over the directory).
 """
 
-
 from charmhelpers.core import hookenv
 from charms.reactive import clear_flag, is_flag_set, set_flag, when, when_not
 
-from charms.layer import vault_kv, vault_kv_local_copies, vault_kv_options, vault_kv_status
-from charms.layer import vault_kv_encryption_config as encryption_config
+from charms.layer import vault_kv
+from charms.layer.vault_kv import local_copies as vault_kv_local_copies
+from charms.layer.vault_kv import options as vault_kv_options
+from charms.layer.vault_kv import status as vault_kv_status
+from charms.layer.vault_kv.secure_storage import encryption_config as encryption_config
 
 KEY = "encryption_key"
 FLAG_CREATED = "kubernetes-control-plane.secure-storage.created"

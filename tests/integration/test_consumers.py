@@ -17,7 +17,7 @@ import hvac
 import pytest
 import yaml
 
-from charms.layer.vault_kv_hashing import fingerprint, value_hash
+from charms.layer.vault_kv.hashing import fingerprint, value_hash
 
 APP = "kubernetes-control-plane"
 LEGACY = "charm-" + APP

@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-from charms.layer.vault_kv_errors import VaultNotReady
-from charms.layer.vault_kv_session import VaultSession
+from charms.layer.vault_kv.errors import VaultNotReady
+from charms.layer.vault_kv.session import VaultSession
 
 ROLE, SECRET = "role-id-123", "secret-id-SECRET"
 

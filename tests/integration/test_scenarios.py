@@ -57,7 +57,7 @@ def test_hashes_are_written_at_exit_and_other_units_get_changed_flags(cluster):
 
 
 def vault_kv_hash(value):
-    from charms.layer.vault_kv_hashing import value_hash
+    from charms.layer.vault_kv.hashing import value_hash
 
     return value_hash(value)
 

@@ -174,7 +174,7 @@ def test_tls_without_vault_ca_is_refused(cluster_for, make_bao):
     model = cluster.add_model("k8s", units=1)
     cluster.settle()
     with cluster.controller.in_hook(model, LEADER):
-        from charms.layer.vault_kv_session import VaultSession
+        from charms.layer.vault_kv.session import VaultSession
 
         config = vault_kv.get_vault_config()
         assert config["vault_ca"]

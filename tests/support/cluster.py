@@ -13,8 +13,8 @@ from typing import Dict, Optional
 from jujusim.controller import Controller
 from support.openbao import OpenBaoServer
 
-from charms.layer import vault_kv_encryption_config
-from charms.layer.vault_kv_hashing import fingerprint
+from charms.layer.vault_kv.hashing import fingerprint
+from charms.layer.vault_kv.secure_storage import encryption_config as vault_kv_encryption_config
 
 APP = "kubernetes-control-plane"
 ENCRYPTION_CONFIG = "/var/snap/kube-apiserver/common/encryption/encryption_config.yaml"

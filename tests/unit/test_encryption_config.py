@@ -7,7 +7,7 @@ import stat
 import pytest
 import yaml
 
-from charms.layer import vault_kv_encryption_config as ec
+from charms.layer.vault_kv.secure_storage import encryption_config as ec
 
 # Vault values, as kubernetes-control-plane generates them (32 letters and digits) ...
 KEY_A = "A" * 16 + "a1" * 8

@@ -11,8 +11,8 @@ import hvac.exceptions
 import pytest
 import requests.exceptions
 
-from charms.layer.vault_kv_errors import VaultCredentialsInvalid, VaultNotReady
-from charms.layer.vault_kv_session import translate_errors
+from charms.layer.vault_kv.errors import VaultCredentialsInvalid, VaultNotReady
+from charms.layer.vault_kv.session import translate_errors
 
 SECRET = "s.SECRET-TOKEN-VALUE"
 
@@ -80,7 +80,7 @@ def test_outside_a_login_a_403_is_left_to_the_caller_which_logs_in_again():
     ids=["json-strings", "body-size"],
 )
 def test_a_request_refused_for_its_size_needs_the_operator_and_names_the_limit(error):
-    from charms.layer.vault_kv_errors import VaultOperatorActionNeeded
+    from charms.layer.vault_kv.errors import VaultOperatorActionNeeded
 
     with pytest.raises(VaultOperatorActionNeeded, match="max_request"):
         with translate_errors("writing charm-x/kv/app"):

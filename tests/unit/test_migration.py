@@ -6,8 +6,10 @@ import json
 import pytest
 from conftest import ROOT
 
-from charms.layer import vault_kv, vault_kv_local_copies, vault_kv_migration
-from charms.layer.vault_kv_hashing import value_hash
+from charms.layer import vault_kv
+from charms.layer.vault_kv import local_copies as vault_kv_local_copies
+from charms.layer.vault_kv import migration as vault_kv_migration
+from charms.layer.vault_kv.hashing import value_hash
 
 spec = importlib.util.spec_from_file_location("reactive_vault_kv_m", ROOT / "reactive" / "vault_kv.py")
 handlers = importlib.util.module_from_spec(spec)

@@ -8,7 +8,9 @@ import stat
 import pytest
 from conftest import ROOT
 
-from charms.layer import vault_kv, vault_kv_encryption_config, vault_kv_local_copies
+from charms.layer import vault_kv
+from charms.layer.vault_kv import local_copies as vault_kv_local_copies
+from charms.layer.vault_kv.secure_storage import encryption_config as vault_kv_encryption_config
 
 APP = "charm-app/kv/app"
 CREATED = "kubernetes-control-plane.secure-storage.created"

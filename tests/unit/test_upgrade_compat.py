@@ -16,7 +16,9 @@ import fake_vault
 import pytest
 from conftest import ROOT
 
-from charms.layer import vault_kv, vault_kv_credentials, vault_kv_local_copies
+from charms.layer import vault_kv
+from charms.layer.vault_kv import credentials as vault_kv_credentials
+from charms.layer.vault_kv import local_copies as vault_kv_local_copies
 
 spec = importlib.util.spec_from_file_location("reactive_vault_kv_upgrade_compat", ROOT / "reactive" / "vault_kv.py")
 handlers = importlib.util.module_from_spec(spec)

@@ -13,8 +13,9 @@ import hvac.exceptions as hvac_errors
 import pytest
 from fake_vault import FakeVault
 
-from charms.layer import vault_kv, vault_kv_session
-from charms.layer.vault_kv_errors import VaultNotReady, VaultUnreachable
+from charms.layer import vault_kv
+from charms.layer.vault_kv import session as vault_kv_session
+from charms.layer.vault_kv.errors import VaultNotReady, VaultUnreachable
 
 DEAD = "http://10.0.0.9:8200"
 LIVE = "http://10.0.0.1:8200"

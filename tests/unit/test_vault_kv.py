@@ -10,8 +10,12 @@ import requests
 from charmhelpers.core import hookenv
 from conftest import new_unitdata
 
-from charms.layer import vault_kv, vault_kv_hashing, vault_kv_options, vault_kv_session
+from charms.layer import vault_kv
 from charms.layer.vault_kv import VaultAppKV, VaultCredentialsInvalid, VaultNotReady, VaultUnitKV
+from charms.layer.vault_kv import hashing as vault_kv_hashing
+from charms.layer.vault_kv import options as vault_kv_options
+from charms.layer.vault_kv import session as vault_kv_session
+from charms.layer.vault_kv import store as vault_kv_store
 
 APP = "charm-app/kv/app"
 HASHES = "charm-app/kv/app-hashes/0"
@@ -293,12 +297,12 @@ class TestLeaderOnlyAppWrites:
 
     def test_leadership_is_asked_again_once_its_answer_is_older_than_juju_guarantees(self, vault, juju, monkeypatch):
         now = [1000.0]
-        monkeypatch.setattr(vault_kv.time, "monotonic", lambda: now[0])
+        monkeypatch.setattr(vault_kv_store.time, "monotonic", lambda: now[0])
         kv = VaultAppKV()
         kv["a"] = 1
         juju["leader"] = False  # leadership moved during a long hook
         kv["b"] = 2  # within the lease Juju granted: still ours
-        now[0] += vault_kv.LEADERSHIP_TRUSTED_SECONDS + 1
+        now[0] += vault_kv_store.LEADERSHIP_TRUSTED_SECONDS + 1
         with pytest.raises(vault_kv.VaultAppKVNotLeader):
             kv["c"] = 3
         assert vault.data[APP] == {"a": 1, "b": 2}

@@ -37,7 +37,7 @@ from charms.reactive import (
 )
 
 from charms.layer import vault_kv, vaultlocker
-from charms.layer.vault_kv_hashing import fingerprint
+from charms.layer.vault_kv.hashing import fingerprint
 
 ENCRYPTION_CONFIG = Path("/var/snap/kube-apiserver/common/encryption/encryption_config.yaml")
 RESTARTS = "kcp-consumer.apiserver-restarts"

@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from charmhelpers.core import hookenv
 
-from charms.layer.vault_kv_errors import (
+from charms.layer.vault_kv.errors import (
     VaultCredentialsInvalid,
     VaultNotReady,
     VaultOperatorActionNeeded,

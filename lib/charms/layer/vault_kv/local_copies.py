@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from charmhelpers.core import hookenv, unitdata
 
-from charms.layer.vault_kv_hashing import value_hash
+from charms.layer.vault_kv.hashing import value_hash
 
 KV_SEEN_HASHES = "layer.vault-kv.seen-hashes"
 KV_AWAITED = "layer.vault-kv.awaited-keys"

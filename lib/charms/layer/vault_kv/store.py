@@ -11,7 +11,7 @@ Differences from the old layer, each a defect it had:
 - A kv version 1 write replaces the whole secret, so every write here carries
   the whole mapping; before the first write of a hook the path is read again
   so keys another unit wrote meanwhile are kept.  Deleting is explicit.
-- One login per hook instead of one per request (see ``vault_kv_session``).
+- One login per hook instead of one per request (see ``session``).
 - ``vault_ca`` from the relation is used to verify Vault's certificate.
 """
 
@@ -22,29 +22,19 @@ from typing import Any, Dict, Iterable, List, Optional, Set
 from charmhelpers.core import hookenv
 from charms.reactive import clear_flag, get_flags, is_flag_set, set_flag
 
-from charms.layer import vault_kv_local_copies, vault_kv_migration, vault_kv_options, vault_kv_status
-from charms.layer.vault_kv_credentials import get_vault_config
-from charms.layer.vault_kv_errors import (
+from charms.layer.vault_kv import local_copies as vault_kv_local_copies
+from charms.layer.vault_kv import migration as vault_kv_migration
+from charms.layer.vault_kv import options as vault_kv_options
+from charms.layer.vault_kv import status as vault_kv_status
+from charms.layer.vault_kv.credentials import get_vault_config
+from charms.layer.vault_kv.errors import (
     VaultAppKVNotLeader,
-    VaultCredentialsInvalid,
     VaultMisconfigured,
     VaultNotReady,
     VaultOperatorActionNeeded,
 )
-from charms.layer.vault_kv_hashing import canonical_json, fingerprint, value_hash
-from charms.layer.vault_kv_session import VaultSession, forget_sessions, session_for
-
-__all__ = [
-    "VaultNotReady",
-    "VaultCredentialsInvalid",
-    "VaultMisconfigured",
-    "VaultOperatorActionNeeded",
-    "VaultAppKVNotLeader",
-    "VaultUnitKV",
-    "VaultAppKV",
-    "get_vault_config",
-    "reset_cached_state",
-]
+from charms.layer.vault_kv.hashing import canonical_json, fingerprint, value_hash
+from charms.layer.vault_kv.session import VaultSession, forget_sessions, session_for
 
 # Juju keeps a unit leader for at least 30 s after is-leader said so (its
 # leadership lease); an answer is trusted for less than that, so two units can
@@ -347,7 +337,7 @@ class VaultAppKV(_VaultBaseKV):
             self._toggle_any_changed(is_flag_set(FLAG_ANY_CHANGED))
 
     def missing_after_move(self) -> List[str]:
-        """Keys a move to this backend could not bring, still awaited (see ``vault_kv_local_copies``)."""
+        """Keys a move to this backend could not bring, still awaited (see ``local_copies``)."""
         return sorted(self._awaited)
 
     def _manage_key_flags(self, key: str, current: Set[str]) -> bool:

@@ -48,11 +48,12 @@ from typing import Any, Dict, List, Optional, Tuple
 from charmhelpers.core import hookenv, unitdata
 from charms.reactive import clear_flag, get_flags, is_flag_set, set_flag
 
-from charms.layer import vault_kv_local_copies, vault_kv_options
-from charms.layer.vault_kv_credentials import KV_SECRET_ID, ca_file_for, ca_pem_of, credential_book, vault_endpoint
-from charms.layer.vault_kv_errors import VaultCredentialsInvalid, VaultNotReady
-from charms.layer.vault_kv_hashing import canonical_json
-from charms.layer.vault_kv_session import VaultSession
+from charms.layer.vault_kv import local_copies as vault_kv_local_copies
+from charms.layer.vault_kv import options as vault_kv_options
+from charms.layer.vault_kv.credentials import KV_SECRET_ID, ca_file_for, ca_pem_of, credential_book, vault_endpoint
+from charms.layer.vault_kv.errors import VaultCredentialsInvalid, VaultNotReady
+from charms.layer.vault_kv.hashing import canonical_json
+from charms.layer.vault_kv.session import VaultSession
 
 FLAG_IN_PROGRESS = "layer.vault-kv.migration.in-progress"
 FLAG_DONE = "layer.vault-kv.migration.done"
@@ -428,8 +429,8 @@ def advance() -> List[str]:
     Raises VaultNotReady while waiting (for Vault to grant the new backend),
     MigrationFailed when a copy does not verify.
     """
-    from charms.layer.vault_kv_credentials import get_vault_config
-    from charms.layer.vault_kv_session import session_for
+    from charms.layer.vault_kv.credentials import get_vault_config
+    from charms.layer.vault_kv.session import session_for
 
     target = wanted()
     legacy = unitdata.kv().get(KV_LEGACY) or {}

@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional
 import yaml
 from charmhelpers.core import hookenv
 
-from charms.layer.vault_kv_errors import VaultMisconfigured
+from charms.layer.vault_kv.errors import VaultMisconfigured
 
 LAYER_NAME = "vault-kv"
 DEFAULTS: Dict[str, Any] = {

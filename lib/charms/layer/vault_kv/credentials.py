@@ -17,10 +17,10 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 from charmhelpers.core import hookenv, unitdata
 from charms.reactive import endpoint_from_name
 
-from charms.layer import vault_kv_options
-from charms.layer.vault_kv_errors import VaultCredentialsInvalid, VaultMisconfigured, VaultNotReady, VaultUnreachable
-from charms.layer.vault_kv_hashing import value_hash
-from charms.layer.vault_kv_session import caught_up, checked_answer, new_client, translate_errors
+from charms.layer.vault_kv import options as vault_kv_options
+from charms.layer.vault_kv.errors import VaultCredentialsInvalid, VaultMisconfigured, VaultNotReady, VaultUnreachable
+from charms.layer.vault_kv.hashing import value_hash
+from charms.layer.vault_kv.session import caught_up, checked_answer, new_client, translate_errors
 
 ENDPOINT_NAME = "vault-kv"
 KV_SECRET_ID = "layer.vault-kv.secret_id"

@@ -1,0 +1,58 @@
+"""layer:vault-kv's public API: key-value stores kept in Vault.
+
+Charms import this package as they imported the old layer's module::
+
+    from charms.layer import vault_kv
+    vault_kv.VaultAppKV()["key"] = "value"
+
+Public: ``VaultAppKV``, ``VaultUnitKV``, ``get_vault_config`` and the
+exceptions.  ``_get_secret_backend`` is private but kept, because
+kubernetes-control-plane 1.27 and 1.28 call it.  Everything else in this
+package is private to the layer:
+
+- ``store``: the two stores (dicts whose writes go to Vault), their flags.
+- ``session``: one authenticated Vault session per hook; error translation;
+  Vault HA (next URL, write index).
+- ``credentials``: role id, one-shot token, secret_id; ``get_vault_config``.
+- ``backend``: which backend and unit name this build wants, and which one
+  the unit's data is in (``wanted``/``active``).
+- ``migration``: moving data from ``charm-{app}`` to ``charm-{model-uuid}-{app}``.
+- ``local_copies``: what a unit knows without Vault (seen hashes, local
+  copies of values a charm or secure storage registered).
+- ``hashing``, ``options``, ``status``, ``errors``: small helpers.
+- ``names``: every flag, unitdata key and leader-data key the layer owns.
+- ``secure_storage``: the kube-apiserver EncryptionConfiguration (opt-in,
+  kubernetes-control-plane's key); nothing else depends on it.
+"""
+
+from charms.layer.vault_kv.credentials import get_vault_config
+from charms.layer.vault_kv.errors import (
+    VaultAppKVNotLeader,
+    VaultCredentialsInvalid,
+    VaultMisconfigured,
+    VaultNotReady,
+    VaultOperatorActionNeeded,
+    VaultUnreachable,
+)
+from charms.layer.vault_kv.store import (
+    VaultAppKV,
+    VaultUnitKV,
+    _get_secret_backend,
+    backend_of,
+    reset_cached_state,
+)
+
+__all__ = [
+    "VaultNotReady",
+    "VaultUnreachable",
+    "VaultCredentialsInvalid",
+    "VaultMisconfigured",
+    "VaultOperatorActionNeeded",
+    "VaultAppKVNotLeader",
+    "VaultUnitKV",
+    "VaultAppKV",
+    "get_vault_config",
+    "reset_cached_state",
+    "backend_of",
+    "_get_secret_backend",
+]
