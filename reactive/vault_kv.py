@@ -24,16 +24,18 @@ from charms.reactive import (
 )
 
 from charms.layer import vault_kv
+from charms.layer.vault_kv import backend as vault_kv_backend
 from charms.layer.vault_kv import migration as vault_kv_migration
+from charms.layer.vault_kv import names
 from charms.layer.vault_kv import status as vault_kv_status
 
-FLAG_READY = "layer.vault-kv.ready"
-FLAG_REQUESTED = "layer.vault-kv.requested"
-FLAG_CONFIG_CHANGED = "layer.vault-kv.config.changed"
+FLAG_READY = names.READY
+FLAG_REQUESTED = names.REQUESTED
+FLAG_CONFIG_CHANGED = names.CONFIG_CHANGED
 
 
-@when("vault-kv.connected")
-@when_not("layer.vault-kv.requested")
+@when(names.CONNECTED)
+@when_not(names.REQUESTED)
 def request_vault_access():
     """Ask Vault for our backend.  Never isolated: VaultAppKV is shared by all units.
 
@@ -41,34 +43,34 @@ def request_vault_access():
     in (a charm upgrade), the legacy credentials are put aside first.
     """
     try:
-        target = vault_kv_migration.wanted()
+        target = vault_kv_backend.wanted()
     except vault_kv.VaultNotReady as error:  # an invalid backend format: no request, no move
         vault_kv_status.blocked(str(error))
         return
-    if vault_kv_migration.needed() and not is_flag_set(vault_kv_migration.FLAG_IN_PROGRESS):
+    if vault_kv_backend.needed() and not is_flag_set(vault_kv_migration.FLAG_IN_PROGRESS):
         vault_kv_migration.begin()
-    elif vault_kv_migration.active() is None:
-        vault_kv_migration.set_active(target)
+    elif vault_kv_backend.active() is None:
+        vault_kv_backend.set_active(target)
         vault_kv_migration.mark_joined_empty()
-    endpoint = endpoint_from_flag("vault-kv.connected")
+    endpoint = endpoint_from_flag(names.CONNECTED)
     endpoint.request_secret_backend(target["backend"], isolated=False, unit_name=target["unit_name"])
-    data_changed("layer.vault-kv.request", target)
+    data_changed(names.REQUEST_DATA, target)
     hookenv.log("vault-kv: requested backend {backend} as {unit_name}".format(**target), level=hookenv.INFO)
     set_flag(FLAG_REQUESTED)
 
 
-@when("layer.vault-kv.requested")
+@when(names.REQUESTED)
 def request_again_if_changed():
     """A new build (charm upgrade) may want another backend or unit name: ask again."""
     try:
-        target = vault_kv_migration.wanted()
+        target = vault_kv_backend.wanted()
     except vault_kv.VaultNotReady:
         return
-    if data_changed("layer.vault-kv.request", target):
+    if data_changed(names.REQUEST_DATA, target):
         clear_flag(FLAG_REQUESTED)
 
 
-@when("layer.vault-kv.migration.in-progress", "vault-kv.connected")
+@when(names.MIGRATION_IN_PROGRESS, names.CONNECTED)
 def continue_migration():
     """Move the app data to the new backend as far as this hook allows."""
     try:
@@ -84,8 +86,8 @@ def continue_migration():
         vault_kv.VaultAppKV.forget()
 
 
-@when("vault-kv.connected")
-@when_not("layer.vault-kv.migration.in-progress")
+@when(names.CONNECTED)
+@when_not(names.MIGRATION_IN_PROGRESS)
 def update_ready():
     """Ready only once Vault answered, and only after the app-kv flags are derived.
 
@@ -123,7 +125,7 @@ def update_ready():
             vault_kv_status.resolved()
 
 
-@when("layer.vault-kv.ready")
+@when(names.READY)
 def check_config_changed():
     """Tell the charm when its Vault credentials or URL changed."""
     try:
@@ -131,11 +133,11 @@ def check_config_changed():
     except vault_kv.VaultNotReady:
         return
     # what charms use of it (the old layer's keys); another vault unit's URL joining is not a change
-    if data_changed("layer.vault-kv.config", {k: v for k, v in config.items() if k != "vault_urls"}):
+    if data_changed(names.CONFIG_DATA, {k: v for k, v in config.items() if k != "vault_urls"}):
         set_flag(FLAG_CONFIG_CHANGED)
 
 
-@when_not("vault-kv.connected")
+@when_not(names.CONNECTED)
 def relation_gone():
     """The vault relation went away: nothing of it can be relied on any more."""
     clear_flag(FLAG_READY)

@@ -27,19 +27,18 @@ from charmhelpers.core import hookenv
 from charms.reactive import clear_flag, is_flag_set, set_flag, when, when_not
 
 from charms.layer import vault_kv
-from charms.layer.vault_kv import local_copies as vault_kv_local_copies
+from charms.layer.vault_kv import names, secure_storage
 from charms.layer.vault_kv import options as vault_kv_options
 from charms.layer.vault_kv import status as vault_kv_status
-from charms.layer.vault_kv.secure_storage import encryption_config as encryption_config
+from charms.layer.vault_kv.secure_storage import encryption_config
 
-KEY = "encryption_key"
-FLAG_CREATED = "kubernetes-control-plane.secure-storage.created"
-FLAG_FAILED = "kubernetes-control-plane.secure-storage.failed"
+KEY = secure_storage.KEY
+FLAG_CREATED = names.SECURE_STORAGE_CREATED
+FLAG_FAILED = names.SECURE_STORAGE_FAILED
 
 
-def config_path():
-    """The EncryptionConfiguration path, or None when secure storage is off."""
-    return vault_kv_options.layer_options().get("encryption-config-path") or None
+config_path = secure_storage.config_path
+_read_local_key = secure_storage.read_local_key
 
 
 def includes_vaultlocker() -> bool:
@@ -47,17 +46,11 @@ def includes_vaultlocker() -> bool:
     return vault_kv_options.charm_includes_vaultlocker()
 
 
-def _read_local_key():
-    path = config_path()
-    return encryption_config.read_key(path) if path else None
+if config_path():  # the file is also the unit's local copy of the key: see secure_storage.local_readers
 
-
-if config_path():
-    vault_kv_local_copies.register_local_copy(KEY, _read_local_key)
-
-    @when("layer.vault-kv.ready")
-    @when_not("layer.vault-kv.app-kv.set.encryption_key")
-    @when_not("layer.vault-kv.migration.in-progress")
+    @when(names.READY)
+    @when_not(names.app_kv_flag(names.APP_KV_SET_KEY, KEY))
+    @when_not(names.MIGRATION_IN_PROGRESS)
     def provide_encryption_key():
         """The leader fills in a missing key: from its own file if it has one, else a new one."""
         if not hookenv.is_leader():
@@ -78,7 +71,7 @@ if config_path():
             return
         hookenv.log("vault-kv: stored encryption_key from {}".format(source), level=hookenv.INFO)
 
-    @when("layer.vault-kv.ready", "layer.vault-kv.app-kv.set.encryption_key")
+    @when(names.READY, names.app_kv_flag(names.APP_KV_SET_KEY, KEY))
     def write_encryption_config():
         """Make the file hold Vault's key (rewritten only when it differs), then flag it.
 

@@ -7,6 +7,7 @@ import pytest
 from conftest import ROOT
 
 from charms.layer import vault_kv
+from charms.layer.vault_kv import backend as vault_kv_backend
 from charms.layer.vault_kv import local_copies as vault_kv_local_copies
 from charms.layer.vault_kv import migration as vault_kv_migration
 from charms.layer.vault_kv.hashing import value_hash
@@ -72,7 +73,7 @@ def test_leader_copies_verifies_announces_and_no_changed_flag_is_raised(legacy_u
     assert legacy_unit.data[NEW + "/kv/app"] == {"encryption_key": KEY}
     assert juju["leader_data"]["vault-kv-migrated"] == NEW
     assert "layer.vault-kv.migration.done" in flags and "layer.vault-kv.migration.in-progress" not in flags
-    assert kv[vault_kv_migration.KV_ACTIVE] == {"backend": NEW, "unit_name": UUID + "-app/0"}
+    assert kv[vault_kv_backend.KV_ACTIVE] == {"backend": NEW, "unit_name": UUID + "-app/0"}
     handlers.update_ready()
     assert "layer.vault-kv.ready" in flags
     assert "layer.vault-kv.app-kv.changed.encryption_key" not in flags
@@ -232,7 +233,7 @@ def test_a_build_that_keeps_charm_app_never_migrates(vault, flags, juju, kv):
     flags.update({"vault-kv.connected", "vault-kv.available"})
     handlers.request_vault_access()
     handlers.request_again_if_changed()
-    assert not vault_kv_migration.needed()
+    assert not vault_kv_backend.needed()
     assert "layer.vault-kv.migration.in-progress" not in flags
     assert vault.endpoint.requests == [{"secret_backend": LEGACY, "isolated": False, "unit_name": "app/0"}]
 

@@ -545,3 +545,46 @@ class TestErrorTranslation:
         with pytest.raises(hvac_errors.Forbidden):
             with vault_kv_session.translate_errors("reading x"):
                 raise hvac_errors.Forbidden("x")
+
+
+class TestEveryDictMutator:
+    """Every way Python's dict can change a mapping either reaches Vault or raises."""
+
+    MUTATIONS = {
+        "__setitem__": lambda kv: kv.__setitem__("n", 1),
+        "__delitem__": lambda kv: kv.__delitem__("a"),
+        "update": lambda kv: kv.update(n=1),
+        "setdefault": lambda kv: kv.setdefault("n", 1),
+        "pop": lambda kv: kv.pop("a"),
+        "clear": lambda kv: kv.clear(),
+        "__ior__": lambda kv: kv.__ior__({"n": 1}),
+        "set": lambda kv: kv.set("n", 1),
+        "delete": lambda kv: kv.delete("a"),
+    }
+    REFUSED = {"popitem": lambda kv: kv.popitem()}
+
+    def test_the_list_covers_every_mutating_method_of_dict(self):
+        mutating = {"__setitem__", "__delitem__", "update", "setdefault", "pop", "popitem", "clear", "__ior__"}
+        assert mutating <= set(self.MUTATIONS) | set(self.REFUSED)
+        assert mutating <= set(dir(dict)) | {"__ior__"}
+
+    @pytest.mark.parametrize("name", sorted(MUTATIONS))
+    def test_each_persists(self, vault, name):
+        vault.data[APP] = {"a": 0, "b": 2}
+        kv = VaultAppKV()
+        self.MUTATIONS[name](kv)
+        assert vault.data.get(APP, {}) == dict(kv)
+        assert dict(kv) != {"a": 0, "b": 2}
+
+    def test_in_place_or_persists(self, vault):
+        kv = VaultAppKV()
+        kv |= {"x": 1}
+        assert vault.data[APP] == {"x": 1} and isinstance(kv, VaultAppKV)
+
+    def test_popitem_raises_and_fromkeys_builds_no_store(self, vault):
+        vault.data[APP] = {"a": 0}
+        kv = VaultAppKV()
+        with pytest.raises(NotImplementedError):
+            kv.popitem()
+        made = VaultAppKV.fromkeys(["z"], 1)
+        assert type(made) is dict and vault.data[APP] == {"a": 0}

@@ -25,6 +25,7 @@ package is private to the layer:
   kubernetes-control-plane's key); nothing else depends on it.
 """
 
+from charms.layer.vault_kv import migration as _migration
 from charms.layer.vault_kv.credentials import get_vault_config
 from charms.layer.vault_kv.errors import (
     VaultAppKVNotLeader,
@@ -41,6 +42,10 @@ from charms.layer.vault_kv.store import (
     backend_of,
     reset_cached_state,
 )
+
+# The one place the parts are wired together: a unit that joined with no data of
+# its own settles (waits for a move to finish) before its app data is read.
+VaultAppKV.settle_before_open = _migration.settle_without_legacy
 
 __all__ = [
     "VaultNotReady",

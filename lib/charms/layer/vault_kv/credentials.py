@@ -17,18 +17,19 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 from charmhelpers.core import hookenv, unitdata
 from charms.reactive import endpoint_from_name
 
+from charms.layer.vault_kv import names
 from charms.layer.vault_kv import options as vault_kv_options
 from charms.layer.vault_kv.errors import VaultCredentialsInvalid, VaultMisconfigured, VaultNotReady, VaultUnreachable
 from charms.layer.vault_kv.hashing import value_hash
 from charms.layer.vault_kv.session import caught_up, checked_answer, new_client, translate_errors
 
 ENDPOINT_NAME = "vault-kv"
-KV_SECRET_ID = "layer.vault-kv.secret_id"
-KV_TOKEN = "layer.vault-kv.token"
-KV_SEEN_TOKENS = "layer.vault-kv.seen-tokens"
-KV_SECRET_ROLE = "layer.vault-kv.secret_id-role"
-KV_TOKEN_HASH = "reactive.data_changed.layer.vault-kv.token"
-KV_BOOK = "layer.vault-kv.credential-book"
+KV_SECRET_ID = names.SECRET_ID
+KV_TOKEN = names.TOKEN
+KV_SEEN_TOKENS = names.SEEN_TOKENS
+KV_SECRET_ROLE = names.SECRET_ROLE
+KV_TOKEN_HASH = names.TOKEN_HASH
+KV_BOOK = names.CREDENTIAL_BOOK
 
 
 def vault_endpoint():

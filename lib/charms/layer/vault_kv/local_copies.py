@@ -18,14 +18,24 @@ from typing import Any, Callable, Dict, List, Optional
 
 from charmhelpers.core import hookenv, unitdata
 
+from charms.layer.vault_kv import names
 from charms.layer.vault_kv.hashing import value_hash
 
-KV_SEEN_HASHES = "layer.vault-kv.seen-hashes"
-KV_AWAITED = "layer.vault-kv.awaited-keys"
-KV_SEEN_HASHES_AT = "layer.vault-kv.seen-hashes-at"
-KV_SEEN_HASHES_NOT_IN_VAULT = "layer.vault-kv.seen-hashes-not-in-vault"
+KV_SEEN_HASHES = names.SEEN_HASHES
+KV_AWAITED = names.AWAITED_KEYS
+KV_SEEN_HASHES_AT = names.SEEN_HASHES_AT
+KV_SEEN_HASHES_NOT_IN_VAULT = names.SEEN_HASHES_NOT_IN_VAULT
 
 _local_sources: Dict[str, Callable[[], Optional[Any]]] = {}
+
+
+def _sources() -> Dict[str, Callable[[], Optional[Any]]]:
+    """Every local copy: secure storage's file (when on), then what the charm registered."""
+    from charms.layer.vault_kv import secure_storage
+
+    sources = dict(secure_storage.local_readers())
+    sources.update(_local_sources)
+    return sources
 
 
 def register_local_copy(key: str, reader: Callable[[], Optional[Any]]) -> None:
@@ -37,13 +47,13 @@ def register_local_copy(key: str, reader: Callable[[], Optional[Any]]) -> None:
     _local_sources[key] = reader
 
 
-def registered_keys():
-    return sorted(_local_sources)
+def registered_keys() -> List[str]:
+    return sorted(_sources())
 
 
 def local_value(key: str) -> Optional[Any]:
     """The registered local copy of ``key``, or None."""
-    reader = _local_sources.get(key)
+    reader = _sources().get(key)
     if reader is None:
         return None
     try:

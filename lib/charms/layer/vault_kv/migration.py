@@ -46,30 +46,32 @@ import socket
 from typing import Any, Dict, List, Optional, Tuple
 
 from charmhelpers.core import hookenv, unitdata
-from charms.reactive import clear_flag, get_flags, is_flag_set, set_flag
+from charms.reactive import clear_flag, get_flags, set_flag
 
 from charms.layer.vault_kv import local_copies as vault_kv_local_copies
+from charms.layer.vault_kv import names
 from charms.layer.vault_kv import options as vault_kv_options
+from charms.layer.vault_kv.backend import active, set_active, wanted
 from charms.layer.vault_kv.credentials import KV_SECRET_ID, ca_file_for, ca_pem_of, credential_book, vault_endpoint
 from charms.layer.vault_kv.errors import VaultCredentialsInvalid, VaultNotReady
 from charms.layer.vault_kv.hashing import canonical_json
 from charms.layer.vault_kv.session import VaultSession
 
-FLAG_IN_PROGRESS = "layer.vault-kv.migration.in-progress"
-FLAG_DONE = "layer.vault-kv.migration.done"
-FLAG_FAILED = "layer.vault-kv.migration.failed"
-FLAG_LEGACY_UNREADABLE = "layer.vault-kv.migration.legacy-unreadable"
+FLAG_IN_PROGRESS = names.MIGRATION_IN_PROGRESS
+FLAG_DONE = names.MIGRATION_DONE
+FLAG_FAILED = names.MIGRATION_FAILED
+FLAG_LEGACY_UNREADABLE = names.MIGRATION_LEGACY_UNREADABLE
 
-FLAG_APP_SET = "layer.vault-kv.app-kv.set."
+FLAG_APP_SET = names.APP_KV_PREFIX + "set."
 
-KV_ACTIVE = "layer.vault-kv.active"
-KV_LEGACY = "layer.vault-kv.legacy-credentials"
-KV_STATUS = "layer.vault-kv.migration.status"
-KV_JOINED_EMPTY = "layer.vault-kv.joined-empty"
-KV_UNIT_SECRETS_PENDING = "layer.vault-kv.unit-secrets-not-copied"
-LEADER_MIGRATED = "vault-kv-migrated"
-LEADER_BACKEND = "vault-kv-backend"
-LEADER_NONCE = "vault-kv-nonce"
+KV_ACTIVE = names.ACTIVE
+KV_LEGACY = names.LEGACY_CREDENTIALS
+KV_STATUS = names.MIGRATION_STATUS
+KV_JOINED_EMPTY = names.JOINED_EMPTY
+KV_UNIT_SECRETS_PENDING = names.UNIT_SECRETS_NOT_COPIED
+LEADER_MIGRATED = names.LEADER_MIGRATED
+LEADER_BACKEND = names.LEADER_BACKEND
+LEADER_NONCE = names.LEADER_NONCE
 MARKER = "kv/migration"
 
 
@@ -85,46 +87,6 @@ def record(state: str) -> None:
     """Keep the latest migration state where an operator (and tests) can read it."""
     unitdata.kv().set(KV_STATUS, state)
     log(state)
-
-
-# -- where this unit's data is ------------------------------------------------
-
-
-def wanted() -> Dict[str, str]:
-    """The backend and unit name this build of the charm uses."""
-    return {"backend": vault_kv_options.secret_backend_name(), "unit_name": vault_kv_options.vault_unit_name()}
-
-
-def _published_request() -> Optional[Dict[str, str]]:
-    """What this unit last asked Vault for, as published on the relation (old layer too)."""
-    endpoint = vault_endpoint()
-    for relation in getattr(endpoint, "relations", None) or []:
-        backend = relation.to_publish.get("secret_backend")
-        if isinstance(backend, str) and backend:
-            unit_name = relation.to_publish.get("unit_name")
-            return {"backend": backend, "unit_name": unit_name or hookenv.local_unit()}
-    return None
-
-
-def active() -> Optional[Dict[str, str]]:
-    """The backend this unit's data lives in now, or None for a unit that never had one."""
-    stored = unitdata.kv().get(KV_ACTIVE)
-    if stored:
-        return stored
-    return _published_request()
-
-
-def set_active(where: Dict[str, str]) -> None:
-    unitdata.kv().set(KV_ACTIVE, dict(where))
-    unitdata.kv().flush()
-
-
-def needed() -> bool:
-    """Whether this unit's data must move before the layer can be ready."""
-    if is_flag_set(FLAG_IN_PROGRESS):
-        return True
-    current = active()
-    return current is not None and current != wanted()
 
 
 # -- starting ---------------------------------------------------------------

@@ -7,7 +7,9 @@ message only if it is still the one shown, never the charm's.
 
 from charmhelpers.core import hookenv, unitdata
 
-KV_OUR_MESSAGE = "layer.vault-kv.status-message"
+from charms.layer.vault_kv import names
+
+KV_OUR_MESSAGE = names.STATUS_MESSAGE
 
 
 def _set(state: str, message: str) -> None:

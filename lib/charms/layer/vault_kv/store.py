@@ -17,13 +17,14 @@ Differences from the old layer, each a defect it had:
 
 import json
 import time
-from typing import Any, Dict, Iterable, List, Optional, Set
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set
 
 from charmhelpers.core import hookenv
 from charms.reactive import clear_flag, get_flags, is_flag_set, set_flag
 
+from charms.layer.vault_kv import backend as vault_kv_backend
 from charms.layer.vault_kv import local_copies as vault_kv_local_copies
-from charms.layer.vault_kv import migration as vault_kv_migration
+from charms.layer.vault_kv import names
 from charms.layer.vault_kv import options as vault_kv_options
 from charms.layer.vault_kv import status as vault_kv_status
 from charms.layer.vault_kv.credentials import get_vault_config
@@ -40,7 +41,7 @@ from charms.layer.vault_kv.session import VaultSession, forget_sessions, session
 # leadership lease); an answer is trusted for less than that, so two units can
 # never both believe they may write the application data.
 LEADERSHIP_TRUSTED_SECONDS = 20.0
-FLAG_PREFIX = "layer.vault-kv.app-kv."
+FLAG_PREFIX = names.APP_KV_PREFIX
 FLAG_ANY_CHANGED = FLAG_PREFIX + "changed"
 _MISSING = object()
 
@@ -219,6 +220,16 @@ class _VaultBaseKV(dict, metaclass=_Singleton):
     def popitem(self):
         raise NotImplementedError("popitem would delete an arbitrary key; use delete(key)")
 
+    def __ior__(self, other: Any) -> "_VaultBaseKV":
+        """``kv |= {...}``: written like ``update`` (dict's own would change only the dict)."""
+        self._apply(dict(other))
+        return self
+
+    @classmethod
+    def fromkeys(cls, keys: Iterable[Any], value: Any = None) -> Dict[Any, Any]:  # type: ignore[override]
+        """A plain dict: building a store from keys would write them to this unit's Vault path."""
+        return dict.fromkeys(keys, value)
+
     def clear(self) -> None:
         """Remove every key (explicitly asked for; nothing else ever does this)."""
         self._apply({}, list(self))
@@ -239,7 +250,7 @@ class VaultUnitKV(_VaultBaseKV):
     """
 
     def __init__(self, *_args: Any, backend_format: Optional[str] = None, **_kwds: Any) -> None:
-        if backend_format is None and vault_kv_migration.needed():
+        if backend_format is None and vault_kv_backend.needed():
             raise VaultNotReady("unit data is moving to a new backend")
         config = get_vault_config(backend_format=backend_format)
         path = "{}/kv/unit/{}".format(config["secret_backend"], unit_number())
@@ -249,14 +260,20 @@ class VaultUnitKV(_VaultBaseKV):
 class VaultAppKV(_VaultBaseKV):
     """Data shared by every unit of the application, at ``{backend}/kv/app``.
 
-    A secure replacement for leader data: only the leader should write (not
-    enforced).  Each unit keeps md5 hashes of the values it has seen at
+    A secure replacement for leader data: only the leader writes (a
+    non-leader's write raises ``VaultAppKVNotLeader``).  Each unit keeps md5 hashes of the values it has seen at
     ``{backend}/kv/app-hashes/{unit-number}``; a value whose hash differs from
     the unit's stored one raises ``layer.vault-kv.app-kv.changed`` and
     ``layer.vault-kv.app-kv.changed.{key}``, and every key with a value has
     ``layer.vault-kv.app-kv.set.{key}``.  Hashes are stored at hook exit.
     ``backend_format`` is accepted as the old layer did.
     """
+
+    # Set by the package (``charms.layer.vault_kv``) to the move's check for a
+    # unit with no data of its own: called with the session before the data is
+    # read; returns the keys a move could not bring.  The store itself knows
+    # nothing of moves.
+    settle_before_open: Optional[Callable[[VaultSession], List[str]]] = None
 
     def _may_write(self, changed: List[str], deletes: List[str]) -> None:
         """Only the leader changes application data, as only it may ``leader-set``.
@@ -277,12 +294,13 @@ class VaultAppKV(_VaultBaseKV):
             raise VaultAppKVNotLeader("only the leader changes VaultAppKV; this unit is not the leader")
 
     def __init__(self, *_args: Any, backend_format: Optional[str] = None, **_kwds: Any) -> None:
-        if vault_kv_migration.needed():
+        if vault_kv_backend.needed():
             raise VaultNotReady("app data is moving to a new backend")
         config = get_vault_config(backend_format=backend_format)
         backend = config["secret_backend"]
         session = session_for(config)
-        missing = vault_kv_migration.settle_without_legacy(session) if backend_format is None else []
+        settle = type(self).settle_before_open
+        missing = settle(session) if settle is not None and backend_format is None else []
         self._hash_path = "{}/kv/app-hashes/{}".format(backend, unit_number())
         super().__init__("{}/kv/app".format(backend), session)
         # the hashes this unit recorded: its local copy of what it wrote to Vault,
