@@ -55,7 +55,7 @@ def main() -> int:
         cluster = Cluster(bao, charms, workdir=workdir)
         mark = bao.mark()
         print(
-            "consumer: tests/charms/kcp-consumer, kubernetes-control-plane 1.28's Vault handlers"
+            "consumer: tests/charms/kcp-consumer-core, kubernetes-control-plane 1.28's Vault handlers"
             " (generate_encryption_key, create_secure_storage over a simulated vaultlocker mount,"
             " maybe_heal_vault_kv, migrate_vault_kv_secrets_backend) built with this layer;"
             " before the upgrade the same handlers with backend charm-{app}, as 1.27 was first released"

@@ -13,7 +13,8 @@ nudge other units) run with the real charmhelpers and charms.reactive.
 
 Printed beside each case: the target of issue 11, the floor (one login, one
 read of the app data, one request per write), and the old layer's figures
-where they were measured (shared/reference/facts.md and issue 11).  Nothing
+where they were measured (juju-solutions/layer-vault-kv logs in for every
+read and write; counted in issue 11).  Nothing
 here fails on time; tests/unit/test_reactive.py pins the request counts.
 """
 

@@ -15,7 +15,7 @@ for path in (ROOT / "lib", ROOT / "tests", ROOT):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-# charmhelpers refuses Debian hosts; charms run on Ubuntu (see facts.md)
+# charmhelpers.osplatform refuses hosts whose os-release says Debian; charms run on Ubuntu
 import charmhelpers.osplatform  # noqa: E402
 
 charmhelpers.osplatform.get_platform = lambda: "ubuntu"

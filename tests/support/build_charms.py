@@ -1,18 +1,28 @@
-"""Build the test charms with ``charm build`` (charm-tools from PyPI), offline.
+"""Build every test charm with ``charm build`` (charm-tools from PyPI), from one table.
 
-Layers and interfaces are served from local folders (CHARM_LAYERS_DIR,
-CHARM_INTERFACES_DIR) made of links to this repository, so the build uses
-exactly the layer and interface being tested.  Wheels are taken as binaries
-(--binary-wheels): seconds instead of minutes, and the simulator runs hooks
-with an interpreter that already has the dependencies anyway.
+Each consumer build is the same charm, ``kcp-consumer``: the layer
+``kcp-consumer-core`` (kubernetes-control-plane 1.28's Vault handlers) on a
+base layer, with layer options.  ``CONSUMERS`` lists them; the wrapper charm
+(its ``layer.yaml`` and ``metadata.yaml``) is written from the table at build
+time, so a new variant is one row.  The simulated vault application is a
+charm of its own (``tests/charms/vault-sim``).
 
-Outputs (git-ignored):
-  build/charms/current/kcp-consumer   kubernetes-control-plane 1.28-shaped: charm-{model-uuid}-{app}
-  build/charms/legacy/kcp-consumer    the same handlers with charm-{app}, as 1.27 was first released
-  build/charms/ss/kcp-consumer        1.28-shaped with the layer's secure storage on as well
-  build/charms/current/vault-sim      the simulated vault application
+Simulator builds are offline: layers and interfaces are served from local
+folders (CHARM_LAYERS_DIR, CHARM_INTERFACES_DIR) made of links to this
+repository, so the build uses exactly the layer and interface being tested,
+and wheels are taken as binaries (--binary-wheels).  Functional builds put
+the charm on the real ``layer:basic`` and ``layer:leadership``, fetched from
+the layer index: they need network access.
 
-Run: python -m tests.support.build_charms [build-dir]
+Outputs (git-ignored), by build name:
+  current       build/charms/current/kcp-consumer      charm-{model-uuid}-{app}
+  legacy        build/charms/legacy/kcp-consumer       charm-{app}, as 1.27 was first released
+  ss            build/charms/ss/kcp-consumer           current, with the layer's secure storage on too
+  vault         build/charms/current/vault-sim         the simulated vault application
+  functional/current, functional/legacy   build/functional/{current,legacy}/kcp-consumer
+
+Run: python -m tests.support.build_charms [build-dir]          (simulator charms)
+     python -m tests.support.build_charms --functional          (make functional-charms)
 """
 
 import hashlib
@@ -21,24 +31,46 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Dict, List, NamedTuple
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-SOURCES = [
-    "layer.yaml",
-    "metadata.yaml",
-    "wheelhouse.txt",
-    "lib",
-    "reactive",
-    "interface-vault-kv",
-    "tests/layers",
-    "tests/charms",
-]
-BUILDS = [
-    ("current", "tests/charms/kcp-consumer"),
-    ("legacy", "tests/charms/kcp-consumer-legacy"),
-    ("ss", "tests/charms/kcp-consumer-ss"),
-    ("current", "tests/charms/vault-sim"),
-]
+ENCRYPTION_CONFIG = "/var/snap/kube-apiserver/common/encryption/encryption_config.yaml"
+SIM_BASE = ["layer:basic-sim"]
+REAL_BASE = ["layer:basic", "layer:leadership"]  # leadership sets leadership.is_leader, as kcp has
+
+
+class Consumer(NamedTuple):
+    """One build of the consumer charm."""
+
+    base: List[str]
+    options: Dict[str, str]
+    summary: str
+
+
+CONSUMERS: Dict[str, Consumer] = {
+    "current": Consumer(SIM_BASE, {}, "kubernetes-control-plane 1.28-shaped: charm-{model-uuid}-{app}"),
+    "legacy": Consumer(
+        SIM_BASE, {"secrets-backend-format": "charm-{app}"}, "as first released for 1.27 and before: charm-{app}"
+    ),
+    "ss": Consumer(
+        SIM_BASE,
+        {"encryption-config-path": ENCRYPTION_CONFIG},
+        "1.28-shaped, with the layer's own secure storage on as well",
+    ),
+    "functional/current": Consumer(REAL_BASE, {}, "for a real controller: charm-{model-uuid}-{app}"),
+    "functional/legacy": Consumer(
+        REAL_BASE, {"secrets-backend-format": "charm-{app}"}, "for a real controller: charm-{app}"
+    ),
+}
+SIMULATOR_BUILDS = ["current", "legacy", "ss"]
+FUNCTIONAL_BUILDS = ["functional/current", "functional/legacy"]
+
+# what the simulator builds read: a change to any of them rebuilds
+SOURCES = ["layer.yaml", "metadata.yaml", "wheelhouse.txt", "lib", "reactive", "interface-vault-kv"]
+SOURCES += ["tests/layers", "tests/charms", "tests/support/build_charms.py"]
+LAYER_FILES = ["layer.yaml", "metadata.yaml", "wheelhouse.txt", "lib", "reactive"]
 
 
 def source_digest() -> str:
@@ -55,9 +87,6 @@ def source_digest() -> str:
     return digest.hexdigest()
 
 
-LAYER_FILES = ["layer.yaml", "metadata.yaml", "wheelhouse.txt", "lib", "reactive"]
-
-
 def stage_layer(target: Path) -> None:
     """Copy just the layer's own files: a link to the whole repository would make
     charm build walk the virtualenvs and build outputs that live in it."""
@@ -70,34 +99,51 @@ def stage_layer(target: Path) -> None:
             shutil.copy2(source, target / name)
 
 
-def charm_paths(build_dir: Path):
-    charms = build_dir / "charms"
-    return {
-        "current": charms / "current" / "kcp-consumer",
-        "legacy": charms / "legacy" / "kcp-consumer",
-        "ss": charms / "ss" / "kcp-consumer",
-        "vault": charms / "current" / "vault-sim",
+def write_consumer(target: Path, consumer: Consumer) -> Path:
+    """The wrapper charm of one build: its base layers, the core layer, its options."""
+    target.mkdir(parents=True)
+    layer = {"includes": consumer.base + ["layer:kcp-consumer-core"]}
+    if consumer.options:
+        layer["options"] = {"vault-kv": dict(consumer.options)}
+    (target / "layer.yaml").write_text(yaml.safe_dump(layer, sort_keys=False))
+    metadata = {
+        "name": "kcp-consumer",
+        "summary": "Test consumer of layer:vault-kv, " + consumer.summary,
+        "description": "Keeps the kube-apiserver encryption-at-rest key through layer:vault-kv and\n"
+        "reports, without revealing it, which key each unit holds.\n",
+        "requires": {"vault-kv": {"interface": "vault-kv"}},
+        "maintainer": "layer-vault-kv developers <layer-vault-kv@example.invalid>",
+        "tags": ["misc"],
+        "series": ["jammy"],
     }
+    (target / "metadata.yaml").write_text(yaml.safe_dump(metadata, sort_keys=False))
+    (target / "copyright").write_text("Test-only charm of layer-vault-kv; Apache-2.0.\n")
+    return target
 
 
-def build(build_dir: Path = REPO / "build", force: bool = False) -> dict:
-    """Build the charms if their sources changed; returns their paths."""
-    build_dir = Path(build_dir).resolve()
-    paths = charm_paths(build_dir)
-    stamp = build_dir / "charms" / ".sources"
-    digest = source_digest()
-    if not force and stamp.exists() and stamp.read_text() == digest and all(p.exists() for p in paths.values()):
-        return paths
-    work = build_dir / "charm-build"
+def output_of(build_dir: Path, name: str) -> Path:
+    if name == "vault":
+        return build_dir / "charms" / "current" / "vault-sim"
+    if name.startswith("functional/"):
+        return build_dir / "functional" / name.split("/", 1)[1] / "kcp-consumer"
+    return build_dir / "charms" / name / "kcp-consumer"
+
+
+def charm_paths(build_dir: Path) -> Dict[str, Path]:
+    return {name: output_of(build_dir, name) for name in SIMULATOR_BUILDS + ["vault"]}
+
+
+def _work_dir(work: Path, offline: bool) -> Dict[str, str]:
+    """Local layer and interface folders for charm build; its environment."""
     layers, interfaces = work / "layers", work / "interfaces"
     shutil.rmtree(work, ignore_errors=True)
-    shutil.rmtree(build_dir / "charms", ignore_errors=True)
     layers.mkdir(parents=True)
     interfaces.mkdir(parents=True)
     stage_layer(layers / "vault-kv")
-    (layers / "basic-sim").symlink_to(REPO / "tests/layers/basic-sim")
-    (layers / "vaultlocker-sim").symlink_to(REPO / "tests/layers/vaultlocker-sim")
-    (layers / "kcp-consumer-core").symlink_to(REPO / "tests/charms/kcp-consumer-core")
+    local_layers = ["vaultlocker-sim"] + (["basic-sim"] if offline else [])
+    for name in local_layers:
+        (layers / name).symlink_to(REPO / "tests" / "layers" / name)
+    (layers / "kcp-consumer-core").symlink_to(REPO / "tests" / "charms" / "kcp-consumer-core")
     (interfaces / "vault-kv").symlink_to(REPO / "interface-vault-kv")
     env = dict(os.environ)
     env.update(
@@ -108,13 +154,33 @@ def build(build_dir: Path = REPO / "build", force: bool = False) -> dict:
             "PATH": "{}:{}".format(Path(sys.executable).parent, env.get("PATH", "")),
         }
     )
-    tool = str(Path(sys.executable).parent / "charm-build")
-    for flavour, source in BUILDS:
-        out = build_dir / "charms" / flavour
-        command = [tool, "--no-report", "--binary-wheels", "-l", "WARNING", "-o", str(out), str(REPO / source)]
-        result = subprocess.run(command, env=env, cwd=str(work), capture_output=True, text=True)
-        if result.returncode not in (0, 100):  # 100: built, with proof warnings
-            raise RuntimeError("charm build of {} failed:\n{}{}".format(source, result.stdout, result.stderr))
+    return env
+
+
+def _charm_build(source: Path, out: Path, env: Dict[str, str], cwd: Path, offline: bool) -> None:
+    command = [str(Path(sys.executable).parent / "charm-build"), "--no-report", "-l", "WARNING", "-o", str(out)]
+    if offline:
+        command.append("--binary-wheels")
+    result = subprocess.run(command + [str(source)], env=env, cwd=str(cwd), capture_output=True, text=True)
+    if result.returncode not in (0, 100):  # 100: built, with proof warnings
+        raise RuntimeError("charm build of {} failed:\n{}{}".format(source, result.stdout, result.stderr))
+
+
+def build(build_dir: Path = REPO / "build", force: bool = False) -> Dict[str, Path]:
+    """Build the simulator charms if their sources changed; returns their paths by build name."""
+    build_dir = Path(build_dir).resolve()
+    paths = charm_paths(build_dir)
+    stamp = build_dir / "charms" / ".sources"
+    digest = source_digest()
+    if not force and stamp.exists() and stamp.read_text() == digest and all(p.exists() for p in paths.values()):
+        return paths
+    work = build_dir / "charm-build"
+    shutil.rmtree(build_dir / "charms", ignore_errors=True)
+    env = _work_dir(work, offline=True)
+    for name in SIMULATOR_BUILDS:
+        source = write_consumer(work / "wrappers" / name, CONSUMERS[name])
+        _charm_build(source, paths[name].parent, env, work, offline=True)
+    _charm_build(REPO / "tests" / "charms" / "vault-sim", paths["vault"].parent, env, work, offline=True)
     for name, path in paths.items():
         if not (path / "hooks" / "install").exists():
             raise RuntimeError("charm build produced no {} charm at {}".format(name, path))
@@ -122,7 +188,23 @@ def build(build_dir: Path = REPO / "build", force: bool = False) -> dict:
     return paths
 
 
+def build_functional(build_dir: Path = REPO / "build") -> Dict[str, Path]:
+    """Build the charms the functional bundles deploy (network: layer:basic from the layer index)."""
+    build_dir = Path(build_dir).resolve()
+    work = build_dir / "functional-build"
+    env = _work_dir(work, offline=False)
+    outputs = {}
+    for name in FUNCTIONAL_BUILDS:
+        source = write_consumer(work / "wrappers" / name.replace("/", "-"), CONSUMERS[name])
+        outputs[name] = output_of(build_dir, name)
+        _charm_build(source, outputs[name].parent, env, work, offline=False)
+    return outputs
+
+
 if __name__ == "__main__":
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "build"
-    for name, path in build(target).items():
+    arguments = sys.argv[1:]
+    functional = "--functional" in arguments
+    arguments = [a for a in arguments if a != "--functional"]
+    target = Path(arguments[0]) if arguments else REPO / "build"
+    for name, path in (build_functional(target) if functional else build(target)).items():
         print("{}: {}".format(name, path))

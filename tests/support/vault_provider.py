@@ -3,7 +3,8 @@
 Used through the provides side of interface:vault-kv: the simulated vault
 application reads ``requests()`` from ``VaultKVProvides`` and answers each
 with :meth:`VaultProviderEmulator.serve`, then ``set_role_id``.  The steps
-follow the vault charm (see shared/reference/facts.md): a kv v1 mount named
+follow the vault charm (openstack/charm-vault, src/lib/charm/vault.py and
+src/reactive/vault_handlers.py): a kv v1 mount named
 after the backend, a policy and an AppRole named ``charm-`` + the request's
 unit_name with ``/`` as ``-``, 60 s tokens bound to the unit's address, and a
 response-wrapped secret_id, generated only for a new AppRole or on refresh.
