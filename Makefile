@@ -43,10 +43,10 @@ charms: $(STAMP)  ## build the test charms with charm build (skipped when source
 	$(PY) -m tests.support.build_charms
 
 demo: $(STAMP) charms  ## deploy 3 units, upgrade them, print the report
-	$(PY) -m tests.demo
+	PYTHONPATH=lib $(PY) -m tests.demo
 
 bench: $(STAMP) charms  ## Vault requests and time per hook, against OpenBao
-	$(PY) -m tests.bench.run
+	PYTHONPATH=lib $(PY) -m tests.bench.run
 
 $(FUNC_STAMP): requirements/functional.txt
 	$(PYTHON) -m venv $(FUNC_VENV)

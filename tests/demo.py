@@ -16,16 +16,14 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-for path in (ROOT / "lib", ROOT / "tests", ROOT):
-    sys.path.insert(0, str(path))
 
 import charmhelpers.osplatform  # noqa: E402
 
 charmhelpers.osplatform.get_platform = lambda: "ubuntu"  # charms run on Ubuntu; this host may not
 
-from support import build_charms  # noqa: E402
-from support.cluster import Cluster  # noqa: E402
-from support.openbao import OpenBaoServer  # noqa: E402
+from tests.support import build_charms  # noqa: E402
+from tests.support.cluster import Cluster  # noqa: E402
+from tests.support.openbao import OpenBaoServer  # noqa: E402
 
 SHOWN_FLAGS = ("layer.vault-kv.", "kubernetes-control-plane.secure-storage")
 

@@ -18,7 +18,6 @@ read and write; counted in issue 11).  Nothing
 here fails on time; tests/unit/test_reactive.py pins the request counts.
 """
 
-import importlib.util
 import statistics
 import subprocess
 import sys
@@ -27,16 +26,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-for path in (ROOT / "lib", ROOT / "tests", ROOT):
-    sys.path.insert(0, str(path))
 
 import charmhelpers.osplatform  # noqa: E402
 
 charmhelpers.osplatform.get_platform = lambda: "ubuntu"  # charms run on Ubuntu; this host may not
 
-from support import build_charms  # noqa: E402
-from support.cluster import APP, Cluster  # noqa: E402
-from support.openbao import OpenBaoServer  # noqa: E402
+from tests.support import build_charms  # noqa: E402
+from tests.support.cluster import APP, Cluster  # noqa: E402
+from tests.support.loading import load_reactive  # noqa: E402
+from tests.support.openbao import OpenBaoServer  # noqa: E402
 
 REPETITIONS = 9
 # case: (keys set one by one, keys set with one update(), target, floor, old layer)
@@ -49,10 +47,7 @@ CASES = {
 
 
 def load_handlers():
-    spec = importlib.util.spec_from_file_location("vault_kv_handlers", ROOT / "reactive" / "vault_kv.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_reactive("vault_kv")
 
 
 class ToolCalls:

@@ -5,24 +5,16 @@ fixture's teardown.
 """
 
 import itertools
-import sys
-from pathlib import Path
-
-import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-for path in (ROOT / "lib", ROOT / "tests", ROOT):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
 
 # charmhelpers.osplatform refuses hosts whose os-release says Debian; charms run on Ubuntu
 import charmhelpers.osplatform  # noqa: E402
+import pytest
 
 charmhelpers.osplatform.get_platform = lambda: "ubuntu"
 
-from support import build_charms  # noqa: E402
-from support.cluster import Cluster  # noqa: E402
-from support.openbao import OpenBaoServer  # noqa: E402
+from tests.support import build_charms  # noqa: E402
+from tests.support.cluster import Cluster  # noqa: E402
+from tests.support.openbao import OpenBaoServer  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,9 @@ writes only because the layer sends back the ``X-Vault-Index`` of its writes.
 
 import hvac
 import pytest
-from support.cluster import Cluster
-from support.openbao_raft import OpenBaoRaftCluster
+
+from tests.support.cluster import Cluster
+from tests.support.openbao_raft import OpenBaoRaftCluster
 
 APP = "kubernetes-control-plane"
 LEGACY = "charm-" + APP

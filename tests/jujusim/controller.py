@@ -23,11 +23,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
-from jujusim import hooktools
-from jujusim.state import app_units, locked, queue_hook, relation_ends, unit_key
+from tests.jujusim import hooktools
+from tests.jujusim.state import app_units, locked, queue_hook, relation_ends, unit_key
 
 TOOLS_DIR = Path(hooktools.__file__).resolve()
 TESTS_DIR = TOOLS_DIR.parent.parent
+REPO_DIR = TESTS_DIR.parent
 
 
 class HookFailed(Exception):
@@ -59,8 +60,8 @@ class Controller:
         self.bin.mkdir(exist_ok=True)
         launcher = self.bin / "jujusim-tool"
         launcher.write_text(
-            "#!{}\nimport sys\nsys.path.insert(0, {!r})\nfrom jujusim.hooktools import main\nmain()\n".format(
-                python, str(TESTS_DIR)
+            "#!{}\nimport sys\nsys.path.insert(0, {!r})\nfrom tests.jujusim.hooktools import main\nmain()\n".format(
+                python, str(REPO_DIR)
             )
         )
         launcher.chmod(0o755)
@@ -363,7 +364,7 @@ class Controller:
         if not (charm_dir / "hooks" / hook).exists():
             return subprocess.CompletedProcess([hook], 0, "", "")
         env = self.hook_environment(model, unit, hook, item)
-        env["PYTHONPATH"] = "{}:{}".format(TESTS_DIR / "jujusim" / "hook_site", TESTS_DIR)
+        env["PYTHONPATH"] = "{}:{}".format(TESTS_DIR / "jujusim" / "hook_site", REPO_DIR)
         env.update(self.hook_env)
         env.update(self.unit_env.get((model, unit), {}))
         process = subprocess.run(
@@ -391,7 +392,7 @@ class Controller:
         info = self.unit(model, unit)
         charm_dir = Path(info["dir"]) / "charm"
         env = self.hook_environment(model, unit, hook)
-        env["PYTHONPATH"] = "{}:{}".format(TESTS_DIR / "jujusim" / "hook_site", TESTS_DIR)
+        env["PYTHONPATH"] = "{}:{}".format(TESTS_DIR / "jujusim" / "hook_site", REPO_DIR)
         env.update(self.hook_env)
         env.update(extra_env or {})
         command = self._hook_command(info, hook)

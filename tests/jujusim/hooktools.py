@@ -11,9 +11,10 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# run as a script by the launcher: the repository root makes ``tests.jujusim`` importable
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from jujusim.state import app_units, locked, queue_hook, relation_ends, unit_key  # noqa: E402
+from tests.jujusim.state import app_units, locked, queue_hook, relation_ends, unit_key  # noqa: E402
 
 STATE = os.environ.get("JUJUSIM_STATE", "")
 MODEL = os.environ.get("JUJU_MODEL_UUID", "")

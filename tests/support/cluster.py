@@ -10,11 +10,10 @@ import tempfile
 from pathlib import Path
 from typing import Dict, Optional
 
-from jujusim.controller import Controller
-from support.openbao import OpenBaoServer
-
 from charms.layer.vault_kv.hashing import fingerprint
 from charms.layer.vault_kv.secure_storage import encryption_config as vault_kv_encryption_config
+from tests.jujusim.controller import Controller
+from tests.support.openbao import OpenBaoServer
 
 APP = "kubernetes-control-plane"
 ENCRYPTION_CONFIG = "/var/snap/kube-apiserver/common/encryption/encryption_config.yaml"

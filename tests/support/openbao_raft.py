@@ -23,7 +23,8 @@ from typing import Dict, List, Optional
 
 import hvac
 import requests
-from support.openbao import AuditCounting, _free_port_pair, bao_binary
+
+from tests.support.openbao import AuditCounting, _free_port_pair, bao_binary
 
 _NODE_CONFIG = """storage "raft" {{
   path = "{data}"

@@ -7,19 +7,13 @@ hvac is real; only ``hvac.Client`` is swapped for the in-memory fake in
 """
 
 import hashlib
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from charms.unit_test import MockKV, patch_module, patch_reactive
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "lib"))
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from charms.unit_test import MockKV, patch_module, patch_reactive  # noqa: E402
 
 patch_reactive()
 # The real charmhelpers may be installed (the integration suite needs it);
@@ -29,21 +23,6 @@ for _name in ("charmhelpers.core", "charmhelpers.core.hookenv", "charmhelpers.co
 
 import charms.reactive as reactive  # noqa: E402  (the mock)
 from charmhelpers.core import hookenv, unitdata  # noqa: E402  (mocks)
-
-
-def load_interface(side: str):
-    """Import interface-vault-kv/<side>.py as package ``relations.vault_kv``, as a built charm does."""
-    package = "relations_vault_kv"
-    if package not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            package,
-            ROOT / "interface-vault-kv" / "__init__.py",
-            submodule_search_locations=[str(ROOT / "interface-vault-kv")],
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[package] = module
-        spec.loader.exec_module(module)
-    return importlib.import_module("{}.{}".format(package, side))
 
 
 @pytest.fixture
@@ -74,7 +53,7 @@ def new_unitdata() -> MockKV:
 
 
 @pytest.fixture
-def kv():
+def unitdata_kv():
     """A fresh mocked unitdata store."""
     return new_unitdata()
 
@@ -101,12 +80,12 @@ def juju(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def vault(monkeypatch, flags, kv, juju):
+def vault(monkeypatch, flags, unitdata_kv, juju):
     """An in-memory Vault, a relation that grants app/0 access, and fresh layer state."""
     import hvac
-    from fake_vault import FakeEndpoint, FakeVault
 
     from charms.layer import vault_kv
+    from tests.unit.fake_vault import FakeEndpoint, FakeVault
 
     server = FakeVault()
     monkeypatch.setattr(hvac, "Client", server.client)

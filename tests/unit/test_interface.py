@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 from charmhelpers.core import hookenv
-from conftest import load_interface
+
+from tests.support.loading import load_interface
 
 requires = load_interface("requires")
 provides = load_interface("provides")

@@ -1,20 +1,17 @@
 """Moving from charm-{app} to charm-{model-uuid}-{app}, rule by rule (mocked flags, fake Vault)."""
 
-import importlib.util
 import json
 
 import pytest
-from conftest import ROOT
 
 from charms.layer import vault_kv
 from charms.layer.vault_kv import backend as vault_kv_backend
 from charms.layer.vault_kv import local_copies as vault_kv_local_copies
 from charms.layer.vault_kv import migration as vault_kv_migration
 from charms.layer.vault_kv.hashing import value_hash
+from tests.support.loading import load_reactive
 
-spec = importlib.util.spec_from_file_location("reactive_vault_kv_m", ROOT / "reactive" / "vault_kv.py")
-handlers = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(handlers)
+handlers = load_reactive("vault_kv")
 
 UUID = "0b5e1b6a-0000-4000-8000-00000000000a"
 LEGACY = "charm-app"
@@ -23,7 +20,7 @@ KEY = "K" * 44
 
 
 @pytest.fixture
-def legacy_unit(vault, flags, juju, kv):
+def legacy_unit(vault, flags, juju, unitdata_kv):
     """A unit deployed with charm-{app}, as the old layer left it; then the charm is upgraded."""
     flags.update({"vault-kv.connected", "vault-kv.available"})
     handlers.request_vault_access()  # legacy build: charm-app as app/0
@@ -49,10 +46,12 @@ def upgrade(vault, flags):
     vault.endpoint.grant(UUID + "-app/0", "role-new-0", "secret-new-0", "token-new-0")
 
 
-def test_the_request_moves_to_the_new_backend_and_name_after_legacy_credentials_are_kept(legacy_unit, flags, kv):
+def test_the_request_moves_to_the_new_backend_and_name_after_legacy_credentials_are_kept(
+    legacy_unit, flags, unitdata_kv
+):
     upgrade(legacy_unit, flags)
     assert legacy_unit.endpoint.requests[-1] == {"secret_backend": NEW, "isolated": False, "unit_name": UUID + "-app/0"}
-    legacy = kv[vault_kv_migration.KV_LEGACY]
+    legacy = unitdata_kv[vault_kv_migration.KV_LEGACY]
     assert (legacy["backend"], legacy["role_id"], legacy["secret_id"]) == (LEGACY, "role-app-0", "secret-app-0")
     assert "layer.vault-kv.migration.in-progress" in flags
 
@@ -67,13 +66,13 @@ def test_while_moving_the_store_is_not_loaded_and_flags_keep_their_values(legacy
         vault_kv.VaultAppKV()
 
 
-def test_leader_copies_verifies_announces_and_no_changed_flag_is_raised(legacy_unit, flags, juju, kv):
+def test_leader_copies_verifies_announces_and_no_changed_flag_is_raised(legacy_unit, flags, juju, unitdata_kv):
     upgrade(legacy_unit, flags)
     handlers.continue_migration()
     assert legacy_unit.data[NEW + "/kv/app"] == {"encryption_key": KEY}
     assert juju["leader_data"]["vault-kv-migrated"] == NEW
     assert "layer.vault-kv.migration.done" in flags and "layer.vault-kv.migration.in-progress" not in flags
-    assert kv[vault_kv_backend.KV_ACTIVE] == {"backend": NEW, "unit_name": UUID + "-app/0"}
+    assert unitdata_kv[vault_kv_backend.KV_ACTIVE] == {"backend": NEW, "unit_name": UUID + "-app/0"}
     handlers.update_ready()
     assert "layer.vault-kv.ready" in flags
     assert "layer.vault-kv.app-kv.changed.encryption_key" not in flags
@@ -154,7 +153,7 @@ def test_non_leader_holding_the_data_copies_what_is_missing_and_switches_without
 def test_a_unit_added_during_the_move_waits_even_as_leader_until_a_moving_unit_filled_the_backend(
     legacy_unit, flags, juju
 ):
-    from conftest import new_unitdata
+    from tests.unit.conftest import new_unitdata
 
     # the application had data in charm-app (the old layer's nonce says so); a new unit joins
     juju["leader_data"].clear()
@@ -211,25 +210,25 @@ def test_a_copy_that_does_not_read_back_fails_and_is_retried(legacy_unit, flags,
     assert "layer.vault-kv.migration.failed" not in flags
 
 
-def test_every_step_can_run_twice(legacy_unit, flags, kv):
+def test_every_step_can_run_twice(legacy_unit, flags, unitdata_kv):
     upgrade(legacy_unit, flags)
-    snapshot = dict(kv[vault_kv_migration.KV_LEGACY])
+    snapshot = dict(unitdata_kv[vault_kv_migration.KV_LEGACY])
     handlers.request_vault_access()  # a retried hook asks again
-    assert kv[vault_kv_migration.KV_LEGACY] == snapshot  # the legacy snapshot is never overwritten
+    assert unitdata_kv[vault_kv_migration.KV_LEGACY] == snapshot  # the legacy snapshot is never overwritten
     handlers.continue_migration()
     vault_kv.reset_cached_state()
     handlers.continue_migration()
     assert legacy_unit.data[NEW + "/kv/app"] == {"encryption_key": KEY}
 
 
-def test_seen_hashes_come_from_the_legacy_backend_for_units_of_the_old_layer(legacy_unit, flags, kv):
-    kv.pop(vault_kv_local_copies.KV_SEEN_HASHES, None)  # the old layer kept none locally
+def test_seen_hashes_come_from_the_legacy_backend_for_units_of_the_old_layer(legacy_unit, flags, unitdata_kv):
+    unitdata_kv.pop(vault_kv_local_copies.KV_SEEN_HASHES, None)  # the old layer kept none locally
     upgrade(legacy_unit, flags)
     handlers.continue_migration()
-    assert kv[vault_kv_local_copies.KV_SEEN_HASHES] == {"encryption_key": value_hash(KEY)}
+    assert unitdata_kv[vault_kv_local_copies.KV_SEEN_HASHES] == {"encryption_key": value_hash(KEY)}
 
 
-def test_a_build_that_keeps_charm_app_never_migrates(vault, flags, juju, kv):
+def test_a_build_that_keeps_charm_app_never_migrates(vault, flags, juju, unitdata_kv):
     flags.update({"vault-kv.connected", "vault-kv.available"})
     handlers.request_vault_access()
     handlers.request_again_if_changed()
@@ -238,7 +237,7 @@ def test_a_build_that_keeps_charm_app_never_migrates(vault, flags, juju, kv):
     assert vault.endpoint.requests == [{"secret_backend": LEGACY, "isolated": False, "unit_name": "app/0"}]
 
 
-def test_a_rebuild_that_keeps_the_backend_is_ready_at_once_after_the_old_layer(vault, flags, juju, kv):
+def test_a_rebuild_that_keeps_the_backend_is_ready_at_once_after_the_old_layer(vault, flags, juju, unitdata_kv):
     """The old layer left only its nonce in leader data; the unit holds the app's data in charm-app."""
     flags.update({"vault-kv.connected", "vault-kv.available"})
     vault.endpoint.relations[0].to_publish.update({"secret_backend": LEGACY, "unit_name": "app/0"})
@@ -283,7 +282,7 @@ def test_unit_data_moves_with_the_unit_and_waits_while_it_moves(legacy_unit, fla
 
 
 def test_what_a_move_could_not_bring_is_awaited_by_a_unit_added_during_it(legacy_unit, flags, juju):
-    from conftest import new_unitdata
+    from tests.unit.conftest import new_unitdata
 
     upgrade(legacy_unit, flags)
     legacy_unit.roles["role-app-0"] = "rotated-elsewhere"

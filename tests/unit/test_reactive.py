@@ -1,17 +1,14 @@
 """The reactive handlers, with charms.unit_test's mocked flags."""
 
-import importlib.util
 import json
 
 import pytest
 from charmhelpers.core import hookenv
-from conftest import ROOT
 
 from charms.layer import vault_kv
+from tests.support.loading import load_reactive
 
-spec = importlib.util.spec_from_file_location("reactive_vault_kv", ROOT / "reactive" / "vault_kv.py")
-handlers = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(handlers)
+handlers = load_reactive("vault_kv")
 
 APP = "charm-app/kv/app"
 READY = "layer.vault-kv.ready"
@@ -51,7 +48,9 @@ class TestRequest:
         assert "layer.vault-kv.requested" not in flags
         assert juju["status"][0] == "blocked" and "charm-" in juju["status"][1]
 
-    def test_bad_option_after_an_upgrade_blocks_every_hook_and_starts_no_move(self, connected, flags, juju, kv):
+    def test_bad_option_after_an_upgrade_blocks_every_hook_and_starts_no_move(
+        self, connected, flags, juju, unitdata_kv
+    ):
         handlers.request_vault_access()
         handlers.update_ready()
         assert READY in flags
@@ -68,9 +67,9 @@ class TestRequest:
             assert READY not in flags
             assert juju["status"][0] == "blocked" and "secrets-backend-format" in juju["status"][1]
             assert "layer.vault-kv.migration.in-progress" not in flags
-            assert "layer.vault-kv.legacy-credentials" not in kv
+            assert "layer.vault-kv.legacy-credentials" not in unitdata_kv
 
-    def test_a_new_build_with_another_backend_requests_again(self, connected, flags, juju, kv):
+    def test_a_new_build_with_another_backend_requests_again(self, connected, flags, juju, unitdata_kv):
         handlers.request_vault_access()
         handlers.request_again_if_changed()
         assert "layer.vault-kv.requested" in flags
@@ -101,7 +100,7 @@ class TestReady:
         assert juju["status"][0] == "waiting"
         assert "K" not in juju["status"][1].replace("vault-kv", "")
 
-    def test_recovery_restores_ready_and_takes_down_only_our_status(self, connected, flags, juju, kv):
+    def test_recovery_restores_ready_and_takes_down_only_our_status(self, connected, flags, juju, unitdata_kv):
         connected.sealed = True
         handlers.update_ready()
         assert juju["status"][0] == "waiting"
@@ -142,7 +141,7 @@ class TestReady:
         handlers.relation_gone()
         assert not [f for f in flags if f.startswith("layer.vault-kv.")]
 
-    def test_config_changed_is_raised_once_per_change(self, connected, flags, kv):
+    def test_config_changed_is_raised_once_per_change(self, connected, flags, unitdata_kv):
         handlers.check_config_changed()
         assert "layer.vault-kv.config.changed" in flags
         flags.discard("layer.vault-kv.config.changed")
@@ -179,10 +178,10 @@ class TestHookExit:
         assert juju["leader_data"] == {"vault-kv-backend": "charm-app"}
         assert hookenv.leader_set.call_count == 1
 
-    def test_a_hook_reads_vaults_hashes_only_when_its_local_copy_is_missing(self, connected, kv):
+    def test_a_hook_reads_vaults_hashes_only_when_its_local_copy_is_missing(self, connected, unitdata_kv):
         connected.data[APP] = {"encryption_key": "K"}
         vault_kv.VaultAppKV().update_hashes()
-        kv.pop("layer.vault-kv.seen-hashes-at")
+        unitdata_kv.pop("layer.vault-kv.seen-hashes-at")
         new_hook()
         before = len(connected.requests)
         handlers.derive_app_kv_flags()

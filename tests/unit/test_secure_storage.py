@@ -1,27 +1,23 @@
 """Secure storage of the encryption key: who provides it, where it is written, when the flag clears."""
 
-import importlib.util
 import json
 import os
 import stat
 
 import pytest
-from conftest import ROOT
 
 from charms.layer import vault_kv
 from charms.layer.vault_kv import local_copies as vault_kv_local_copies
 from charms.layer.vault_kv.secure_storage import encryption_config as vault_kv_encryption_config
+from tests.support.loading import load_reactive
 
 APP = "charm-app/kv/app"
 CREATED = "kubernetes-control-plane.secure-storage.created"
 
 
 def load_handlers():
-    name = "reactive_secure_storage_{}".format(os.urandom(4).hex())
-    spec = importlib.util.spec_from_file_location(name, ROOT / "reactive" / "vault_kv_secure_storage.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """A fresh load: the module registers its handlers only when the layer option is set."""
+    return load_reactive("vault_kv_secure_storage", fresh=True)
 
 
 @pytest.fixture

@@ -8,21 +8,18 @@ Vault's data and requests, unitdata, flags.
 """
 
 import hashlib
-import importlib.util
 import json
 import socket
 
-import fake_vault
 import pytest
-from conftest import ROOT
 
 from charms.layer import vault_kv
 from charms.layer.vault_kv import credentials as vault_kv_credentials
 from charms.layer.vault_kv import local_copies as vault_kv_local_copies
+from tests.support.loading import load_reactive
+from tests.unit import fake_vault
 
-spec = importlib.util.spec_from_file_location("reactive_vault_kv_upgrade_compat", ROOT / "reactive" / "vault_kv.py")
-handlers = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(handlers)
+handlers = load_reactive("vault_kv")
 
 UUID = "0b5e1b6a-0000-4000-8000-00000000000a"
 LEGACY = "charm-app"
@@ -79,41 +76,41 @@ def test_stores_built_with_backend_format_write_under_that_backend(vault):
 # -- kubernetes-control-plane 1.29 takes over the unwrapped secret_id -------------------
 
 
-def test_the_unwrapped_secret_id_and_token_hash_are_where_the_old_layer_kept_them(vault, kv):
+def test_the_unwrapped_secret_id_and_token_hash_are_where_the_old_layer_kept_them(vault, unitdata_kv):
     vault_kv.get_vault_config()
     assert vault.count("unwrap") == 1
-    assert kv[OLD_SECRET_ID_KEY] == "secret-app-0"
-    assert kv[OLD_TOKEN_HASH_KEY] == reactive_data_changed_hash("token-app-0")
+    assert unitdata_kv[OLD_SECRET_ID_KEY] == "secret-app-0"
+    assert unitdata_kv[OLD_TOKEN_HASH_KEY] == reactive_data_changed_hash("token-app-0")
 
 
-def test_a_second_hook_does_not_unwrap_again(vault, kv):
+def test_a_second_hook_does_not_unwrap_again(vault, unitdata_kv):
     vault_kv.get_vault_config()
     unwraps = vault.count("unwrap")
     vault_kv.reset_cached_state()  # a new hook
     config = vault_kv.get_vault_config()
     assert vault.count("unwrap") == unwraps == 1
-    assert config["secret_id"] == kv[OLD_SECRET_ID_KEY] == "secret-app-0"
+    assert config["secret_id"] == unitdata_kv[OLD_SECRET_ID_KEY] == "secret-app-0"
 
 
-def test_a_unit_of_the_old_layer_keeps_its_secret_id_without_unwrapping(vault, kv):
+def test_a_unit_of_the_old_layer_keeps_its_secret_id_without_unwrapping(vault, unitdata_kv):
     # what the old layer left in unitdata: the secret_id and data_changed's hash of the token
-    kv[OLD_SECRET_ID_KEY] = "secret-app-0"
-    kv[OLD_TOKEN_HASH_KEY] = reactive_data_changed_hash("token-app-0")
+    unitdata_kv[OLD_SECRET_ID_KEY] = "secret-app-0"
+    unitdata_kv[OLD_TOKEN_HASH_KEY] = reactive_data_changed_hash("token-app-0")
     vault.wrapped.pop("token-app-0")  # the old layer spent it
-    assert OLD_TOKEN_KEY not in kv and vault_kv_credentials.KV_BOOK not in kv
+    assert OLD_TOKEN_KEY not in unitdata_kv and vault_kv_credentials.KV_BOOK not in unitdata_kv
 
     config = vault_kv.get_vault_config()
 
     assert config["secret_id"] == "secret-app-0"
     assert vault.count("unwrap") == 0
-    assert kv[OLD_SECRET_ID_KEY] == "secret-app-0"
+    assert unitdata_kv[OLD_SECRET_ID_KEY] == "secret-app-0"
     vault_kv.VaultUnitKV()["after-upgrade"] = "works"  # the kept secret_id still logs in
     assert vault.data[LEGACY + "/kv/unit/0"] == {"after-upgrade": "works"}
 
 
-def test_a_unit_of_the_old_layer_unwraps_a_token_vault_refreshed_since(vault, kv):
-    kv[OLD_SECRET_ID_KEY] = "secret-stale"
-    kv[OLD_TOKEN_HASH_KEY] = reactive_data_changed_hash("token-spent-long-ago")
+def test_a_unit_of_the_old_layer_unwraps_a_token_vault_refreshed_since(vault, unitdata_kv):
+    unitdata_kv[OLD_SECRET_ID_KEY] = "secret-stale"
+    unitdata_kv[OLD_TOKEN_HASH_KEY] = reactive_data_changed_hash("token-spent-long-ago")
     vault.roles["role-app-0"] = "secret-refreshed"  # refresh-secrets: a new secret_id, wrapped in the token
     vault.wrapped["token-app-0"] = "secret-refreshed"
 
@@ -121,15 +118,15 @@ def test_a_unit_of_the_old_layer_unwraps_a_token_vault_refreshed_since(vault, kv
 
     assert config["secret_id"] == "secret-refreshed"
     assert vault.count("unwrap") == 1
-    assert kv[OLD_SECRET_ID_KEY] == "secret-refreshed"
-    assert kv[OLD_TOKEN_HASH_KEY] == reactive_data_changed_hash("token-app-0")
+    assert unitdata_kv[OLD_SECRET_ID_KEY] == "secret-refreshed"
+    assert unitdata_kv[OLD_TOKEN_HASH_KEY] == reactive_data_changed_hash("token-app-0")
 
 
 # -- a refresh back to the previous build ---------------------------------------------------
 
 
 @pytest.fixture
-def rolled_back(vault, kv):
+def rolled_back(vault, unitdata_kv):
     """app/0 held credentials under both names, and now asks as app/0 again; Vault answers nothing."""
     vault.roles["role-new-0"] = "secret-new-0"
     vault.wrapped.pop("token-app-0")  # unwrapped long ago
@@ -141,23 +138,23 @@ def rolled_back(vault, kv):
     return vault
 
 
-def test_a_unit_going_back_to_its_previous_name_logs_in_with_the_credentials_it_held(rolled_back, kv):
+def test_a_unit_going_back_to_its_previous_name_logs_in_with_the_credentials_it_held(rolled_back, unitdata_kv):
     vault_kv_credentials.remember_credentials("app/0", "role-app-0", "secret-app-0", "token-app-0")
     vault_kv_credentials.remember_credentials(NEW_NAME, "role-new-0", "secret-new-0", "token-new-0")
-    assert kv[OLD_SECRET_ID_KEY] == "secret-new-0"
+    assert unitdata_kv[OLD_SECRET_ID_KEY] == "secret-new-0"
 
     name, role_id, tokens = vault_kv_credentials.granted_credentials(rolled_back.endpoint)
     config = vault_kv.get_vault_config()
 
     assert (name, role_id, tokens) == ("app/0", "role-app-0", [])
     assert (config["role_id"], config["secret_id"]) == ("role-app-0", "secret-app-0")
-    assert kv[OLD_SECRET_ID_KEY] == "secret-app-0"  # the current credentials are the old name's again
+    assert unitdata_kv[OLD_SECRET_ID_KEY] == "secret-app-0"  # the current credentials are the old name's again
     assert rolled_back.count("unwrap") == 0
     vault_kv.VaultUnitKV()["back"] = "again"
     assert rolled_back.data[LEGACY + "/kv/unit/0"] == {"back": "again"}
 
 
-def test_a_unit_with_nothing_in_the_book_for_its_name_waits(rolled_back, kv):
+def test_a_unit_with_nothing_in_the_book_for_its_name_waits(rolled_back, unitdata_kv):
     vault_kv_credentials.remember_credentials(NEW_NAME, "role-new-0", "secret-new-0", "token-new-0")
 
     assert vault_kv_credentials.granted_credentials(rolled_back.endpoint) == (None, None, [])
@@ -187,7 +184,7 @@ def per_role_policies(vault, monkeypatch):
 
 
 @pytest.fixture
-def legacy_unit(per_role_policies, flags, juju, kv):
+def legacy_unit(per_role_policies, flags, juju, unitdata_kv):
     """A unit of a charm-{app} build with vaultlocker secrets; the charm is then upgraded."""
     vault = per_role_policies
     flags.update({"vault-kv.connected", "vault-kv.available"})
@@ -239,14 +236,14 @@ def test_a_vaultlocker_secret_already_in_the_new_backend_is_never_overwritten(le
     assert ("write", target) not in legacy_unit.requests
 
 
-def test_after_the_move_the_old_layers_keys_hold_the_new_names_credentials(legacy_unit, flags, kv):
+def test_after_the_move_the_old_layers_keys_hold_the_new_names_credentials(legacy_unit, flags, unitdata_kv):
     # kubernetes-control-plane 1.29 takes these over and logs in with the {model-uuid}-{unit} role
     upgrade_and_move(legacy_unit, flags)
-    assert kv[OLD_SECRET_ID_KEY] == "secret-new-0"
-    assert kv[OLD_TOKEN_HASH_KEY] == reactive_data_changed_hash("token-new-0")
+    assert unitdata_kv[OLD_SECRET_ID_KEY] == "secret-new-0"
+    assert unitdata_kv[OLD_TOKEN_HASH_KEY] == reactive_data_changed_hash("token-new-0")
 
 
-def test_a_refresh_back_to_the_charm_app_build_uses_the_legacy_backend_again(legacy_unit, flags, juju, kv):
+def test_a_refresh_back_to_the_charm_app_build_uses_the_legacy_backend_again(legacy_unit, flags, juju, unitdata_kv):
     upgrade_and_move(legacy_unit, flags)
     # the previous build again: it asks as app/0 for charm-app, and Vault publishes nothing for app/0
     write_layer_options(juju, {"options": {"vault-kv": {}}})
@@ -263,6 +260,6 @@ def test_a_refresh_back_to_the_charm_app_build_uses_the_legacy_backend_again(leg
     assert "layer.vault-kv.ready" in flags
     assert "layer.vault-kv.app-kv.changed.encryption_key" not in flags
     assert vault_kv.VaultAppKV()["encryption_key"] == "K" * 44
-    assert kv[OLD_SECRET_ID_KEY] == "secret-app-0"
+    assert unitdata_kv[OLD_SECRET_ID_KEY] == "secret-app-0"
     vault_kv.VaultUnitKV()["rolled-back"] = "yes"
     assert legacy_unit.data[LEGACY + "/kv/unit/0"] == {"rolled-back": "yes"}

@@ -11,11 +11,11 @@ import json
 import hvac
 import hvac.exceptions as hvac_errors
 import pytest
-from fake_vault import FakeVault
 
 from charms.layer import vault_kv
 from charms.layer.vault_kv import session as vault_kv_session
 from charms.layer.vault_kv.errors import VaultNotReady, VaultUnreachable
+from tests.unit.fake_vault import FakeVault
 
 DEAD = "http://10.0.0.9:8200"
 LIVE = "http://10.0.0.1:8200"
@@ -70,9 +70,9 @@ class TestNextVaultUnit:
         assert not isinstance(raised.value, VaultUnreachable)
         assert vault.requests == []  # the second was not asked
 
-    def test_the_unwrap_of_a_new_token_is_tried_at_the_next_url(self, vault, two_servers, kv):
+    def test_the_unwrap_of_a_new_token_is_tried_at_the_next_url(self, vault, two_servers, unitdata_kv):
         vault_kv.get_vault_config()
-        assert kv.get("layer.vault-kv.secret_id") == "secret-app-0"
+        assert unitdata_kv.get("layer.vault-kv.secret_id") == "secret-app-0"
 
     def test_the_config_lists_every_url_first_one_first(self, vault, two_servers):
         config = vault_kv.get_vault_config()

@@ -8,7 +8,6 @@ import hvac.exceptions as hvac_errors
 import pytest
 import requests
 from charmhelpers.core import hookenv
-from conftest import new_unitdata
 
 from charms.layer import vault_kv
 from charms.layer.vault_kv import VaultAppKV, VaultCredentialsInvalid, VaultNotReady, VaultUnitKV
@@ -16,6 +15,7 @@ from charms.layer.vault_kv import hashing as vault_kv_hashing
 from charms.layer.vault_kv import options as vault_kv_options
 from charms.layer.vault_kv import session as vault_kv_session
 from charms.layer.vault_kv import store as vault_kv_store
+from tests.unit.conftest import new_unitdata
 
 APP = "charm-app/kv/app"
 HASHES = "charm-app/kv/app-hashes/0"
@@ -185,21 +185,21 @@ class TestTransientFailures:
 
 
 class TestSecretId:
-    def test_token_is_unwrapped_once_and_the_secret_id_kept(self, vault, kv):
+    def test_token_is_unwrapped_once_and_the_secret_id_kept(self, vault, unitdata_kv):
         VaultAppKV()
         new_hook()
         VaultAppKV()
         assert vault.count("unwrap") == 1
-        assert kv["layer.vault-kv.secret_id"] == "secret-app-0"
+        assert unitdata_kv["layer.vault-kv.secret_id"] == "secret-app-0"
 
-    def test_a_new_token_is_unwrapped(self, vault, kv):
+    def test_a_new_token_is_unwrapped(self, vault, unitdata_kv):
         VaultAppKV()
         vault.roles["role-app-0"] = "secret-2"
         vault.wrapped["token-2"] = "secret-2"
         vault.endpoint.all_unit_tokens = ["token-2"]
         new_hook()
         VaultAppKV()
-        assert kv["layer.vault-kv.secret_id"] == "secret-2"
+        assert unitdata_kv["layer.vault-kv.secret_id"] == "secret-2"
 
     def test_spent_token_without_stored_secret_is_credentials_invalid(self, vault):
         vault.wrapped.clear()
@@ -214,18 +214,18 @@ class TestSecretId:
                 vault_kv.get_vault_config()
         assert vault.count("unwrap") == 1  # and the spent token is not tried again
 
-    def test_spent_token_with_stored_secret_uses_it_and_is_not_retried(self, vault, kv):
-        kv["layer.vault-kv.secret_id"] = "secret-app-0"
+    def test_spent_token_with_stored_secret_uses_it_and_is_not_retried(self, vault, unitdata_kv):
+        unitdata_kv["layer.vault-kv.secret_id"] = "secret-app-0"
         vault.wrapped.clear()
         assert vault_kv.get_vault_config()["secret_id"] == "secret-app-0"
         vault_kv.get_vault_config()
         assert vault.count("unwrap") == 1
 
-    def test_outage_while_unwrapping_is_retried_next_hook(self, vault, kv):
+    def test_outage_while_unwrapping_is_retried_next_hook(self, vault, unitdata_kv):
         vault.down = True
         with pytest.raises(VaultNotReady, match="cannot connect"):
             vault_kv.get_vault_config()
-        assert "layer.vault-kv.token" not in kv
+        assert "layer.vault-kv.token" not in unitdata_kv
         vault.down = False
         assert vault_kv.get_vault_config()["secret_id"] == "secret-app-0"
 

@@ -25,7 +25,8 @@ own address, and the leader configures OpenBao through whichever node serves.
 import hvac
 from charmhelpers.core import hookenv
 from charms.reactive import clear_flag, data_changed, endpoint_from_flag, set_flag, when, when_any, when_not
-from support.vault_provider import VaultProviderEmulator
+
+from tests.support.vault_provider import VaultProviderEmulator
 
 
 def _node_urls():
