@@ -19,7 +19,9 @@ which keeps two models' units apart), is accepted: a unit may not claim
 another unit's AppRole and so blank or refresh its secret_id.  Across models
 (a cross-model relation) Juju shows the remote unit as ``remote-{hash}/{n}``,
 so there the application part cannot be checked and the unit number must
-match.  A name claimed by two units is refused for both.
+match.  A model-scoped name claimed by two units is refused for both (a
+plain Juju name is shared by same-named applications of several models, as
+it always was).
 """
 
 import ipaddress
@@ -232,7 +234,9 @@ class VaultKVProvides(Endpoint):
                 name = names.get(id(unit))
                 if name is None:
                     continue
-                if claims.get(name, 0) > 1:
+                if claims.get(name, 0) > 1 and _MODEL_UUID_PREFIX.match(name):
+                    # a plain Juju name is shared across models by design (the
+                    # old naming); a model-scoped one belongs to one unit only
                     hookenv.log(
                         "vault-kv: {!r} is claimed by more than one related unit; refused".format(name),
                         level=hookenv.WARNING,

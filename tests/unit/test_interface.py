@@ -430,3 +430,9 @@ class TestVaultUrls:
         ]
         assert endpoint.vault_urls == ["https://10.0.0.1:8200", "https://10.0.0.3:8200"]
         assert endpoint.vault_url == "https://10.0.0.1:8200"
+
+
+def test_the_same_plain_juju_name_in_two_models_is_served_to_both_as_it_always_was(flags, juju):
+    endpoint, _ = make_provides({"kubernetes-control-plane/0": REQUEST})
+    add_relation(endpoint, {"kubernetes-control-plane/0": REQUEST})
+    assert [r["unit_name"] for r in endpoint.requests()] == ["kubernetes-control-plane/0"] * 2
