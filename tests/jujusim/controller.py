@@ -85,6 +85,20 @@ class Controller:
         with locked(self.state_path):
             pass
 
+    # -- snapshots (one deployment, many runs) ---------------------------------
+
+    def snapshot(self, destination: str) -> None:
+        """Copy the whole controller (state, unit dirs, unitdata, private /var) to ``destination``."""
+        shutil.copytree(str(self.workdir), destination, symlinks=True)
+
+    def restore(self, source: str) -> None:
+        """Put the controller back as ``snapshot`` left it (same paths), forgetting runs and faults."""
+        shutil.rmtree(str(self.workdir))
+        shutil.copytree(source, str(self.workdir), symlinks=True)
+        self.hooks_run = []
+        self.unit_env = {}
+        self.kills = []
+
     # -- models and applications ------------------------------------------------
 
     def add_model(self, name: str, model_uuid: Optional[str] = None) -> str:
