@@ -15,6 +15,7 @@ charmhelpers.osplatform.get_platform = lambda: "ubuntu"
 from tests.support import build_charms  # noqa: E402
 from tests.support.cluster import Cluster  # noqa: E402
 from tests.support.openbao import OpenBaoServer  # noqa: E402
+from tests.support.openbao_raft import OpenBaoRaftCluster  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +58,19 @@ def cluster_for(charms, tmp_path):
         return Cluster(bao, charms, workdir=str(tmp_path / "sim{}".format(next(numbers))))
 
     return make
+
+
+@pytest.fixture
+def raft():
+    """A 3-node raft OpenBao (Vault HA); every node stopped by its process id at teardown."""
+    cluster = OpenBaoRaftCluster()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.cleanup()
+
+
+@pytest.fixture
+def ha_cluster(raft, charms, tmp_path):
+    """Three vault units, each publishing its own node's URL, as vault units without a VIP do."""
+    return Cluster(raft, charms, workdir=str(tmp_path / "sim"), vault_units=3)

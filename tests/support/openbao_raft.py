@@ -209,6 +209,15 @@ class OpenBaoRaftCluster(AuditCounting):
         self._wait(lambda: self.active() is not None, timeout, "an active node")
         return self.active()
 
+    def make_standby(self, node: RaftNode) -> None:
+        """Step ``node`` down until another node is active (raft may elect it again)."""
+        for _ in range(10):
+            if self.wait_for_active() is not node:
+                return
+            self.root_client().sys.step_down()
+            self._wait(lambda: node.health() != 200, 30, "the step-down")
+        raise RuntimeError("node {} stayed active".format(node.number))
+
     def standbys(self) -> List[RaftNode]:
         return [n for n in self.nodes if n.alive and n.health() == 429]
 
