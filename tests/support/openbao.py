@@ -53,7 +53,23 @@ def _free_port_pair() -> int:
     raise RuntimeError("no free loopback port pair")
 
 
-class AuditCounting:
+class ServerFixture:
+    """Start on entering a ``with`` block, stop and clean up on leaving it."""
+
+    def start(self):
+        raise NotImplementedError
+
+    def cleanup(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()
+
+
+class AuditCounting(ServerFixture):
     """Request counting from a file audit device at ``self.audit_log``."""
 
     audit_log: Path
@@ -177,12 +193,6 @@ class OpenBaoServer(AuditCounting):
         self.stop()
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> "OpenBaoServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.cleanup()
 
     # -- clients and state -----------------------------------------------------
 

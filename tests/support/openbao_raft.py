@@ -233,12 +233,6 @@ class OpenBaoRaftCluster(AuditCounting):
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> "OpenBaoRaftCluster":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.cleanup()
-
     # -- snapshots (one deployment, many runs) ---------------------------------
 
     def snapshot(self) -> bytes:
