@@ -30,6 +30,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, NamedTuple
 
@@ -177,10 +178,17 @@ def build(build_dir: Path = REPO / "build", force: bool = False) -> Dict[str, Pa
     work = build_dir / "charm-build"
     shutil.rmtree(build_dir / "charms", ignore_errors=True)
     env = _work_dir(work, offline=True)
-    for name in SIMULATOR_BUILDS:
-        source = write_consumer(work / "wrappers" / name, CONSUMERS[name])
-        _charm_build(source, paths[name].parent, env, work, offline=True)
-    _charm_build(REPO / "tests" / "charms" / "vault-sim", paths["vault"].parent, env, work, offline=True)
+    sources = {name: write_consumer(work / "wrappers" / name, CONSUMERS[name]) for name in SIMULATOR_BUILDS}
+    sources["vault"] = REPO / "tests" / "charms" / "vault-sim"
+
+    def build_one(name: str) -> None:
+        # each build its own cache: charm build fetches wheels into it
+        own_env = dict(env, CHARM_CACHE_DIR=str(work / "cache" / name))
+        _charm_build(sources[name], paths[name].parent, own_env, work, offline=True)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two at a time: the machine has two cores
+        for done in [pool.submit(build_one, name) for name in sources]:
+            done.result()
     for name, path in paths.items():
         if not (path / "hooks" / "install").exists():
             raise RuntimeError("charm build produced no {} charm at {}".format(name, path))
