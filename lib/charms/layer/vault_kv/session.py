@@ -246,8 +246,10 @@ def caught_up(action: Callable[[], Any]) -> Any:
         try:
             return action()
         except (hvac_errors.RateLimitExceeded, hvac_errors.PreconditionFailed):
-            if not sent_index or time.monotonic() + delay > deadline:
+            if not sent_index:
                 raise
+            if time.monotonic() + delay > deadline:  # a standby cut off from the active node: try another
+                raise VaultUnreachable("Vault has not caught up with this hook's writes") from None
         time.sleep(delay)
         delay = min(delay * 2, 0.5)
 
