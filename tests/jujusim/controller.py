@@ -18,6 +18,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import sysconfig
 import uuid as uuidlib
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,9 +60,13 @@ class Controller:
         self.bin = self.workdir / "bin"
         self.bin.mkdir(exist_ok=True)
         launcher = self.bin / "jujusim-tool"
+        # -S: no site module, so none of site-packages' .pth start-up code runs (setuptools'
+        # distutils hack among it) in the process a hook starts most; its own packages are
+        # still found (YAML for the few tools that speak it)
         launcher.write_text(
-            "#!{}\nimport sys\nsys.path.insert(0, {!r})\nfrom tests.jujusim.hooktools import main\nmain()\n".format(
-                python, str(REPO_DIR)
+            "#!{} -S\nimport sys\nsys.path.insert(0, {!r})\nsys.path.extend({!r})\n"
+            "from tests.jujusim.hooktools import main\nmain()\n".format(
+                python, str(REPO_DIR), sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
             )
         )
         launcher.chmod(0o755)
@@ -324,6 +329,10 @@ class Controller:
                 "UNIT_STATE_DB": str(Path(info["dir"]) / "unit-state.db"),
             }
         )
+        if sys.version_info < (3, 12):
+            # `import distutils` as on the Ubuntu interpreters charms run on (3.8 to 3.11 ship
+            # it), not setuptools' replacement, which costs every hook half a second
+            env["SETUPTOOLS_USE_DISTUTILS"] = "stdlib"
         item = item or {}
         if "relation_id" in item:
             endpoint = hook.rsplit("-relation-", 1)[0]
