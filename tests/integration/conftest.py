@@ -74,3 +74,16 @@ def raft():
 def ha_cluster(raft, charms, tmp_path):
     """Three vault units, each publishing its own node's URL, as vault units without a VIP do."""
     return Cluster(raft, charms, workdir=str(tmp_path / "sim"), vault_units=3)
+
+
+# The longest files first: with two workers taking files in collection order, a
+# long file started last would leave the other worker idle at the end.
+LONGEST_FIRST = ["test_crash_at_each_request.py", "test_vault_ha_failover.py", "test_vault_ha.py", "test_upgrade.py"]
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a file and among the others is kept
