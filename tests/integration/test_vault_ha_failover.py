@@ -5,8 +5,6 @@ as vault units without a VIP do (fixtures ``raft`` and ``ha_cluster`` in
 conftest.py).  Every consumer unit's first URL is vault/0's, node 0.
 """
 
-import hvac
-
 APP = "kubernetes-control-plane"
 READY = "layer.vault-kv.ready"
 GENERATED = "kcp-consumer: generated a new encryption_key"
@@ -29,8 +27,8 @@ def test_a_sealed_node_then_a_killed_active_node_fail_no_hook_and_lose_no_key(ra
     # 1. node 0 (every consumer's first URL) sealed: the next vault unit's URL serves
     node0 = raft.nodes[0]
     raft.make_standby(node0)
-    hvac.Client(url=node0.url, token=raft.root_token).sys.seal()
-    assert node0.health() == 503
+    raft.seal(node0)
+    assert node0.health() == 503 and raft.active() is not None  # node 0 alone is sealed
     cluster.update_status(model)
     for unit in units:
         assert READY in cluster.flags(model, unit), cluster.controller.status(model, unit)

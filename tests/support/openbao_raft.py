@@ -218,6 +218,20 @@ class OpenBaoRaftCluster(AuditCounting):
             self._wait(lambda: node.health() != 200, 30, "the step-down")
         raise RuntimeError("node {} stayed active".format(node.number))
 
+    def seal(self, node: RaftNode, timeout: float = 30.0) -> None:
+        """Seal ``node`` (a node just stepped down may answer 500 for a moment: asked again)."""
+
+        def sealed() -> bool:
+            if node.health() == 503:
+                return True
+            try:
+                hvac.Client(url=node.url, token=self.root_token, timeout=10).sys.seal()
+            except (requests.exceptions.RequestException, hvac.exceptions.VaultError):
+                time.sleep(0.5)
+            return node.health() == 503
+
+        self._wait(sealed, timeout, "node {} to seal".format(node.number))
+
     def standbys(self) -> List[RaftNode]:
         return [n for n in self.nodes if n.alive and n.health() == 429]
 
