@@ -34,10 +34,11 @@ $(STAMP): requirements/unit.txt requirements/integration.txt requirements/lint.t
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
-# Two workers (pytest-xdist), one test file each at a time: every test has its own
-# OpenBao and simulated controller, so files run side by side; the slowest are listed.
+# Two workers (pytest-xdist), one test each at a time: every test has its own OpenBao
+# and simulated controller, so any two run side by side; the longest are collected
+# first (tests/integration/conftest.py) and the slowest are listed at the end.
 integration: $(STAMP) charms
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=10 tests/integration
+	$(PY) -m pytest -q -n 2 --dist load --durations=10 tests/integration
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
