@@ -34,11 +34,12 @@ $(STAMP): requirements/unit.txt requirements/integration.txt requirements/lint.t
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
-# Two workers (pytest-xdist), one test each at a time: every test has its own OpenBao
-# and simulated controller, so any two run side by side; the longest are collected
-# first (tests/integration/conftest.py) and the slowest are listed at the end.
+# Two workers (pytest-xdist), one test file each at a time: every test has its own
+# OpenBao and simulated controller, so files run side by side; the longest files are
+# collected first (tests/integration/conftest.py) and the slowest tests are listed.
+# (--dist load, test by test, measured no faster here: 701 s against 676 s.)
 integration: $(STAMP) charms
-	$(PY) -m pytest -q -n 2 --dist load --durations=10 tests/integration
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=10 tests/integration
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

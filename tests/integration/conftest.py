@@ -76,8 +76,8 @@ def ha_cluster(raft, charms, tmp_path):
     return Cluster(raft, charms, workdir=str(tmp_path / "sim"), vault_units=3)
 
 
-# The longest tests first: with two workers taking tests in collection order, a
-# long test started last would leave the other worker idle at the end.
+# The longest files first: with two workers taking files in collection order, a
+# long file started last would leave the other worker idle at the end.
 LONGEST_FIRST = ["test_crash_at_each_request.py", "test_vault_ha_failover.py", "test_vault_ha.py", "test_upgrade.py"]
 
 
