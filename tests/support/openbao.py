@@ -53,6 +53,18 @@ def _free_port_pair() -> int:
     raise RuntimeError("no free loopback port pair")
 
 
+def stop_process(process: Optional[subprocess.Popen], sig: int = signal.SIGTERM) -> None:
+    """End ``process`` by its id with ``sig`` (SIGKILL if it lingers) and wait for it."""
+    if process is None or process.poll() is not None:
+        return
+    os.kill(process.pid, sig)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
 class ServerFixture:
     """Start on entering a ``with`` block, stop and clean up on leaving it."""
 
@@ -177,13 +189,7 @@ class OpenBaoServer(AuditCounting):
 
     def stop(self) -> None:
         """Stop the server by its process id and wait for it to exit."""
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        stop_process(self.process)
         self.process = None
         if getattr(self, "_output", None):
             self._output.close()

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional
 import hvac
 import requests
 
-from tests.support.openbao import AuditCounting, _free_port_pair, bao_binary
+from tests.support.openbao import AuditCounting, _free_port_pair, bao_binary, stop_process
 
 _NODE_CONFIG = """storage "raft" {{
   path = "{data}"
@@ -84,13 +84,7 @@ class RaftNode:
             return None
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.alive:
-            os.kill(self.process.pid, sig)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        stop_process(self.process, sig)
         self.process = None
         if self._output:
             self._output.close()
