@@ -98,14 +98,18 @@ class _VaultBaseKV(dict, metaclass=_Singleton):
         """Re-read the path once per hook before writing, to keep others' keys."""
         if self._fresh_for_write:
             return
-        previous = dict(self)
-        latest = self._session.read(self._path) or {}
-        dict.clear(self)
-        dict.update(self, latest)
+        self._take_in(self._session.read(self._path) or {})
         self._fresh_for_write = True
-        for key in set(previous) | set(latest):
-            if previous.get(key, _MISSING) != latest.get(key, _MISSING):
+
+    def _take_in(self, latest: Dict[str, Any]) -> None:
+        """Make the dict what Vault holds now; every key that differed gets its flags again."""
+        for key in sorted(set(self) | set(latest)):
+            if self.get(key, _MISSING) != latest.get(key, _MISSING):
                 log("{} changed in Vault during this hook: {}".format(self._path, key))
+                if key in latest:
+                    dict.__setitem__(self, key, latest[key])
+                else:
+                    dict.__delitem__(self, key)
                 self._after_change(key)
 
     def _store(self, mapping: Dict[str, Any]) -> None:
@@ -431,13 +435,7 @@ class VaultAppKV(_VaultBaseKV):
             self._store(mapping)
             log("{} lost to another writer at {}; written back".format(", ".join(lost), self._path), hookenv.WARNING)
             latest = mapping
-        for key in sorted(set(self) | set(latest)):
-            if self.get(key, _MISSING) != latest.get(key, _MISSING):
-                if key in latest:
-                    dict.__setitem__(self, key, latest[key])
-                else:
-                    dict.__delitem__(self, key)
-                self._after_change(key)
+        self._take_in(latest)
         return lost
 
     def update_hashes(self) -> None:
