@@ -22,13 +22,25 @@ DEFAULTS: Dict[str, Any] = {
 LEGACY_BACKEND_FORMAT = "charm-{app}"
 
 
+_parsed: Dict[Any, Any] = {}
+
+
 def layer_options() -> Dict[str, Any]:
-    """This layer's options, with defaults for any the charm does not set."""
+    """This layer's options, with defaults for any the charm does not set.
+
+    Asked many times a hook (backend name, secure storage, local copies):
+    the file is parsed again only when it is another file or has changed.
+    """
     options = dict(DEFAULTS)
     path = os.path.join(hookenv.charm_dir() or os.getcwd(), "layer.yaml")
     try:
-        with open(path) as handle:
-            data = yaml.safe_load(handle) or {}
+        stat = os.stat(path)
+        key = (path, stat.st_mtime_ns, stat.st_size)
+        if key not in _parsed:
+            with open(path) as handle:
+                _parsed.clear()
+                _parsed[key] = yaml.safe_load(handle) or {}
+        data = _parsed[key]
     except FileNotFoundError:
         return options
     except (OSError, yaml.YAMLError):
