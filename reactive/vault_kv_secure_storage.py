@@ -30,7 +30,7 @@ from charms.layer import vault_kv
 from charms.layer.vault_kv import names, secure_storage
 from charms.layer.vault_kv import options as vault_kv_options
 from charms.layer.vault_kv import status as vault_kv_status
-from charms.layer.vault_kv.secure_storage import encryption_config
+from charms.layer.vault_kv.secure_storage import coordination, encryption_config, rotation, rotation_state
 
 KEY = secure_storage.KEY
 FLAG_CREATED = names.SECURE_STORAGE_CREATED
@@ -73,12 +73,15 @@ if config_path():  # the file is also the unit's local copy of the key: see secu
 
     @when(names.READY, names.app_kv_flag(names.APP_KV_SET_KEY, KEY))
     def write_encryption_config():
-        """Make the file hold Vault's key (rewritten only when it differs), then flag it.
+        """Make the file hold Vault's key, or what a running rotation's phase asks; then flag it.
 
         In a charm that includes layer:vaultlocker (kubernetes-control-plane
         does), nothing is written before ``layer.vaultlocker.ready``: the charm
         mounts encrypted storage over the directory first, and a file written
-        before would end up unencrypted, or hidden under the mount.
+        before would end up unencrypted, or hidden under the mount.  The
+        leader moves a rotation to its next phase here, before its own file
+        follows, so that file and Vault change in the same hook.  Any change
+        of the file clears the charm's ``apiserver.configured`` (a restart).
         """
         if includes_vaultlocker() and not is_flag_set("layer.vaultlocker.ready"):
             return
@@ -86,13 +89,18 @@ if config_path():  # the file is also the unit's local copy of the key: see secu
             return  # the charm's create_secure_storage mounts, writes and sets created itself
         path = config_path()
         try:
-            value = vault_kv.VaultAppKV().get(KEY)
+            app_kv = vault_kv.VaultAppKV()
+            state = rotation.read_state(app_kv)
+            if rotation_state.is_running(state) and hookenv.is_leader():
+                state = coordination.advance(app_kv, state)
+            value = app_kv.get(KEY)
         except vault_kv.VaultNotReady:
             return
         if value is None:
             return
         try:
-            changed = encryption_config.write_key(path, value)
+            rotation.adopt_current_file()
+            changed = rotation.sync_file(state, value)
         except encryption_config.EncryptionConfigError as error:
             set_flag(FLAG_FAILED)
             vault_kv_status.blocked("{}; fix or remove it, it was left as it is".format(error))
@@ -107,5 +115,37 @@ if config_path():  # the file is also the unit's local copy of the key: see secu
             return
         clear_flag(FLAG_FAILED)
         if changed:
-            hookenv.log("vault-kv: wrote the encryption key to {}".format(path), level=hookenv.INFO)
+            hookenv.log("vault-kv: wrote the encryption configuration {}".format(path), level=hookenv.INFO)
+        if rotation.reload_needed():
+            clear_flag(names.APISERVER_CONFIGURED)  # the charm restarts the apiserver on it
+        if rotation_state.is_running(state):
+            set_flag(names.ROTATING)
+        else:
+            clear_flag(names.ROTATING)
         set_flag(FLAG_CREATED)
+
+    @when(names.READY, names.app_kv_flag(names.APP_KV_SET_KEY, KEY), FLAG_CREATED)
+    def follow_the_charms_first_write():
+        """Again once the charm's create_secure_storage wrote its file (and set ``created``).
+
+        A unit that joins during a rotation gets Vault's key from the charm
+        as ``key1``; charms.reactive runs a handler again in a hook only when
+        one of its flags changed, so this one brings the file to the
+        rotation's names in the same hook.
+        """
+        write_encryption_config()
+
+    @when(names.READY, names.REWRITTEN)
+    def confirm_rewrite_from_charm():
+        """A charm that rewrote the stored Secrets itself confirms the rewrite phase with a flag."""
+        if not hookenv.is_leader():
+            return
+        try:
+            coordination.confirm_rewrite()
+        except rotation_state.RotationRefused as error:
+            hookenv.log("vault-kv: {} flag ignored: {}".format(names.REWRITTEN, error), level=hookenv.WARNING)
+        except vault_kv.VaultNotReady:
+            return  # the flag stays: tried again next hook
+        clear_flag(names.REWRITTEN)
+
+    hookenv.atexit(coordination.at_hook_exit)

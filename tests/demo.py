@@ -4,6 +4,9 @@
    3 units of kubernetes-control-plane built as today's releases are
    (backend charm-{app}), relates them and settles.
 2. Upgrades them to the current build (backend charm-{model-uuid}-{app}).
+3. Refreshes them to a build with the layer's secure storage on and rotates the
+   encryption key with the layer's actions, printing each unit's key list (and
+   what its apiserver runs with) in every phase.
 
 After each step it prints, per unit, the layer's flags, the status, the
 backend in use and a fingerprint of the encryption key the unit holds on disk
@@ -21,7 +24,7 @@ import charmhelpers.osplatform  # noqa: E402
 
 charmhelpers.osplatform.get_platform = lambda: "ubuntu"  # charms run on Ubuntu; this host may not
 
-from tests.support import build_charms  # noqa: E402
+from tests.support import build_charms, rotation  # noqa: E402
 from tests.support.cluster import Cluster  # noqa: E402
 from tests.support.openbao import OpenBaoServer  # noqa: E402
 
@@ -42,6 +45,65 @@ def report(cluster: Cluster, model: str, title: str, mark: int) -> dict:
     requests = cluster.bao.requests_since(mark)
     print("Vault requests by the units in this step: {}".format(len(requests)))
     return prints
+
+
+def show_key_lists(cluster: Cluster, model: str, backend: str) -> None:
+    """Each unit's key list (name:fingerprint, the write key first) and what its apiserver runs with."""
+    print("\n-- phase {} --".format(rotation.phase(cluster, backend)))
+    files, loaded = rotation.file_key_lists(cluster, model), rotation.loaded_key_lists(cluster, model)
+    for unit in cluster.units(model):
+        print(
+            "{}  file: {}   apiserver: {}".format(
+                unit,
+                " ".join("{}:{}".format(*pair) for pair in files[unit] or []),
+                " ".join("{}:{}".format(*pair) for pair in loaded[unit] or []),
+            )
+        )
+
+
+def rotate(cluster: Cluster, model: str) -> list:
+    """3. A refresh to a build with the layer's secure storage on, then a coordinated key rotation."""
+    cluster.upgrade(model, "ss")
+    cluster.settle()
+    backend = cluster.new_backend(model)
+    leader = cluster.controller.leader(model, "kubernetes-control-plane")
+    invariant = rotation.RotationInvariant(cluster, model, backend)
+    print(
+        "\nrefreshed to the build with the layer's secure storage on; juju run {} rotate-encryption-key".format(leader)
+    )
+    answer = rotation.action(cluster, model, leader, "rotate-encryption-key")
+    if answer["failed"]:
+        return ["rotate-encryption-key failed: {}".format(answer["failed"])]
+    print("  {}".format(answer["results"]))
+    shown = set()
+    try:
+        for _ in range(8):
+            rotation.drive(cluster, model, backend, lambda: True, after_hook=invariant, rounds=1)
+            phase = rotation.phase(cluster, backend)
+            if phase not in shown:
+                shown.add(phase)
+                show_key_lists(cluster, model, backend)
+            if phase == "rewrite" and not rotation.state(cluster, backend).get("confirmed"):
+                print(
+                    "  (the operator rewrites every Secret here) juju run {} finish-encryption-key-rotation".format(
+                        leader
+                    )
+                )
+                rotation.action(cluster, model, leader, "finish-encryption-key-rotation")
+            if phase == "done":
+                break
+    except AssertionError as error:
+        return ["rotation: {}".format(error)]
+    print(
+        "\n{} checks after every hook: every write key readable by every unit, no key removed early".format(
+            invariant.checks
+        )
+    )
+    if rotation.phase(cluster, backend) != "done":
+        return ["the rotation did not finish"]
+    if len({tuple(keys or ()) for keys in rotation.file_key_lists(cluster, model).values()}) != 1:
+        return ["the units' key lists differ after the rotation"]
+    return []
 
 
 def main() -> int:
@@ -91,10 +153,11 @@ def main() -> int:
         for unit in cluster.units(model):
             if "layer.vault-kv.ready" not in cluster.flags(model, unit):
                 problems.append("{} is not ready".format(unit))
+        problems += rotate(cluster, model)
     if problems:
         print("\nFAILED: " + "; ".join(problems))
         return 1
-    print("\nOK: all units agree, and the upgrade kept the key")
+    print("\nOK: all units agree, the upgrade kept the key, and the rotation kept every unit able to read")
     return 0
 
 

@@ -19,6 +19,7 @@ import sqlite3
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import uuid as uuidlib
 from contextlib import contextmanager
 from pathlib import Path
@@ -424,6 +425,47 @@ class Controller:
             command, cwd=str(charm_dir), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
 
+    def run_action(self, model: str, unit: str, action: str, params: Optional[Dict[str, Any]] = None) -> Dict:
+        """Run ``action`` on ``unit`` as ``juju run`` would; returns its results.
+
+        The answer has ``results`` (what action-set gave, nested at dots),
+        ``failed`` (the action-fail message or None), ``returncode`` and the
+        process's ``stderr``.
+        """
+        info = self.unit(model, unit)
+        charm_dir = Path(info["dir"]) / "charm"
+        script = charm_dir / "actions" / action
+        if not script.exists():
+            raise KeyError("{} has no action {}".format(unit, action))
+        scratch = Path(tempfile.mkdtemp(dir=str(self.workdir), prefix="action-"))
+        (scratch / "params.json").write_text(json.dumps(params or {}))
+        env = self.hook_environment(model, unit, action)
+        env["PYTHONPATH"] = "{}:{}".format(TESTS_DIR / "jujusim" / "hook_site", REPO_DIR)
+        env.update(
+            {
+                "JUJU_ACTION_NAME": action,
+                "JUJU_ACTION_UUID": scratch.name,
+                "JUJUSIM_ACTION_PARAMS": str(scratch / "params.json"),
+                "JUJUSIM_ACTION_RESULTS": str(scratch / "results.json"),
+            }
+        )
+        env.update(self.hook_env)
+        env.update(self.unit_env.get((model, unit), {}))
+        command = self._hook_command(info, action)
+        command[command.index(str(charm_dir / "hooks" / action))] = str(script)
+        process = subprocess.run(command, cwd=str(charm_dir), env=env, capture_output=True, text=True, timeout=300)
+        with open(Path(info["dir"]) / "hooks.log", "a") as handle:
+            handle.write(
+                "=== action {} rc={}\n{}{}\n".format(action, process.returncode, process.stdout, process.stderr)
+            )
+        if process.returncode == 137:
+            self.unit_env.pop((model, unit), None)  # died once, as asked
+        results_file = scratch / "results.json"
+        answer = json.loads(results_file.read_text()) if results_file.exists() else {"results": {}, "failed": None}
+        shutil.rmtree(str(scratch), ignore_errors=True)
+        answer.update(returncode=process.returncode, stderr=process.stderr)
+        return answer
+
     def _finish_broken(self, item) -> None:
         with locked(self.state_path) as state:
             relation = state["relations"].get(item["relation_id"])
@@ -441,11 +483,13 @@ class Controller:
         with locked(self.state_path) as state:
             queue_hook(state, model, unit, hook)
 
-    def kill_at_vault_request(self, model: str, unit: str, number: int) -> None:
+    def kill_at_vault_request(self, model: str, unit: str, number: int, files_under: str = "") -> None:
         """Make ``unit``'s hooks die right after their ``number``-th Vault request, once.
 
         Requests are counted across hooks from now on; after the kill the unit
-        runs normally again (Juju retries the hook that died).
+        runs normally again (Juju retries the hook that died).  With
+        ``files_under``, a file put in place under that directory counts as a
+        step too (a kill right after each file write).
         """
         counter = self.workdir / "vault-requests-{}-{}".format(model[:8], unit.replace("/", "-"))
         counter.write_text("0")
@@ -453,6 +497,12 @@ class Controller:
             "JUJUSIM_KILL_AT_VAULT_REQUEST": str(number),
             "JUJUSIM_KILL_COUNTER": str(counter),
         }
+        if files_under:
+            self.unit_env[(model, unit)]["JUJUSIM_KILL_COUNTS_FILES_UNDER"] = files_under
+
+    def stop_killing(self, model: str, unit: str) -> None:
+        """Forget a kill that did not happen (the hook made fewer steps)."""
+        self.unit_env.pop((model, unit), None)
 
     def pop_hook(self) -> Optional[Dict[str, Any]]:
         with locked(self.state_path) as state:

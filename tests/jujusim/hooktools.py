@@ -280,7 +280,66 @@ def tool_open_port(argv):
     return
 
 
+# -- actions: parameters from a JSON file, results and failure written to another ------------
+
+
+def _action_file(variable: str) -> str:
+    path = os.environ.get(variable, "")
+    if not path:
+        raise SystemExit("ERROR not running an action")
+    return path
+
+
+def _action_results() -> Dict[str, Any]:
+    path = _action_file("JUJUSIM_ACTION_RESULTS")
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return {"results": {}, "failed": None, "log": []}
+
+
+def _save_action_results(results: Dict[str, Any]) -> None:
+    with open(_action_file("JUJUSIM_ACTION_RESULTS"), "w") as handle:
+        json.dump(results, handle)
+
+
+def tool_action_get(argv):
+    opts, rest = parse(argv, options=("format",))
+    with open(_action_file("JUJUSIM_ACTION_PARAMS")) as handle:
+        params = json.load(handle)
+    out(params if not rest else params.get(rest[0]), opts.get("format") or "json")
+
+
+def tool_action_set(argv):
+    results = _action_results()
+    for item in argv:
+        key, _, value = item.partition("=")
+        node = results["results"]
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    _save_action_results(results)
+
+
+def tool_action_fail(argv):
+    results = _action_results()
+    results["failed"] = " ".join(argv) or "action failed"
+    _save_action_results(results)
+
+
+def tool_action_log(argv):
+    results = _action_results()
+    results["log"].append(" ".join(argv))
+    _save_action_results(results)
+
+
 TOOLS = {
+    "action-get": tool_action_get,
+    "action-set": tool_action_set,
+    "action-fail": tool_action_fail,
+    "action-log": tool_action_log,
     "relation-ids": tool_relation_ids,
     "relation-list": tool_relation_list,
     "relation-get": tool_relation_get,

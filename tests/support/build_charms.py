@@ -69,9 +69,18 @@ SIMULATOR_BUILDS = ["current", "legacy", "ss"]
 FUNCTIONAL_BUILDS = ["functional/current", "functional/legacy"]
 
 # what the simulator builds read: a change to any of them rebuilds
-SOURCES = ["layer.yaml", "metadata.yaml", "wheelhouse.txt", "lib", "reactive", "interface-vault-kv"]
+SOURCES = [
+    "layer.yaml",
+    "metadata.yaml",
+    "wheelhouse.txt",
+    "lib",
+    "reactive",
+    "actions",
+    "actions.yaml",
+    "interface-vault-kv",
+]
 SOURCES += ["tests/layers", "tests/charms", "tests/support/build_charms.py"]
-LAYER_FILES = ["layer.yaml", "metadata.yaml", "wheelhouse.txt", "lib", "reactive"]
+LAYER_FILES = ["layer.yaml", "metadata.yaml", "wheelhouse.txt", "lib", "reactive", "actions", "actions.yaml"]
 
 
 def source_digest() -> str:

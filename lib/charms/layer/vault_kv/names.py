@@ -69,6 +69,19 @@ SECURE_STORAGE_FAILED = _flag(
     "kubernetes-control-plane.secure-storage.failed", "(secure storage on) the file could not be written"
 )
 
+APISERVER_CONFIGURED = _flag(
+    "kubernetes-control-plane.apiserver.configured",
+    "(secure storage on) the charm's: cleared by the layer when the file changed, so the apiserver restarts;"
+    " set again by the charm once it did",
+)
+ROTATING = _flag(
+    "layer.vault-kv.encryption-key.rotating", "(secure storage on) a rotation of the encryption key is running"
+)
+REWRITTEN = _flag(
+    "layer.vault-kv.encryption-key.rewritten",
+    "(secure storage on) set by a charm that rewrote the stored Secrets itself: confirms the rewrite phase",
+)
+
 
 def app_kv_flag(template: str, key: str) -> str:
     """``APP_KV_CHANGED_KEY`` or ``APP_KV_SET_KEY`` for one application data key."""

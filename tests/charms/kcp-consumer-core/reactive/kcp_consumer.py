@@ -13,6 +13,8 @@ base layer (tests/layers/basic-sim), as the real one keeps it.
   directory 0700, encrypted loop mount over it, then the file; sets created.
 - ``revert_secure_storage``: created but vaultlocker not ready -> clears created.
 - ``restart_apiserver_for_encryption_key``: the key changed -> a restart.
+- ``configure_apiserver``: ``apiserver.configured`` unset -> the apiserver is
+  (re)started with the file as it is, and the flag set again.
 - upgrade-charm -> ``maybe_heal_vault_kv``: compares the published backend with
   ``vault_kv._get_secret_backend()``; on a change clears
   ``layer.vault-kv.requested`` and (leader) sets ``...secure-storage.migrate``;
@@ -20,6 +22,7 @@ base layer (tests/layers/basic-sim), as the real one keeps it.
 """
 
 import base64
+import json
 import random
 import string
 from pathlib import Path
@@ -41,6 +44,7 @@ from charms.layer.vault_kv.hashing import fingerprint
 
 ENCRYPTION_CONFIG = Path("/var/snap/kube-apiserver/common/encryption/encryption_config.yaml")
 RESTARTS = "kcp-consumer.apiserver-restarts"
+APISERVER_RECORD = Path("/var/lib/kcp-consumer/apiserver.json")
 GENERATED_LOG = "kcp-consumer: generated a new encryption_key"
 
 
@@ -150,6 +154,33 @@ def restart_apiserver_for_encryption_key():
     clear_flag("layer.vault-kv.app-kv.changed.encryption_key")
     store = unitdata.kv()
     store.set(RESTARTS, (store.get(RESTARTS) or 0) + 1)
+
+
+@when("kubernetes-control-plane.secure-storage.created")
+@when_not("kubernetes-control-plane.apiserver.configured")
+def configure_apiserver():
+    """The charm (re)starts the apiserver with the encryption configuration as it is now.
+
+    The record (each key's name and fingerprint, the write key first, and a
+    count of starts) is what tests read as the keys the running apiserver has.
+    It is a file, not unitdata: a restart is not undone when the hook dies later.
+    """
+    try:
+        starts = json.loads(APISERVER_RECORD.read_text())["starts"]
+    except (OSError, ValueError, KeyError):
+        starts = 0
+    APISERVER_RECORD.parent.mkdir(parents=True, exist_ok=True)
+    APISERVER_RECORD.write_text(json.dumps({"keys": _named_key_fingerprints(), "starts": starts + 1}))
+    set_flag("kubernetes-control-plane.apiserver.configured")
+
+
+def _named_key_fingerprints():
+    try:
+        config = yaml.safe_load(ENCRYPTION_CONFIG.read_text())
+        keys = config["resources"][0]["providers"][0]["aescbc"]["keys"]
+        return [[k["name"], fingerprint(base64.b64decode(k["secret"]).decode("utf8"))] for k in keys]
+    except (OSError, KeyError, IndexError, ValueError, TypeError):
+        return []
 
 
 def _read_encryption_secret():

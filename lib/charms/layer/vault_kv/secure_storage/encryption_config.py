@@ -25,7 +25,7 @@ import os
 import secrets
 import string
 import tempfile
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
@@ -219,3 +219,75 @@ def write_atomically(path: str, text: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+# -- named key lists (coordinated rotation) ---------------------------------------------
+#
+# During a rotation every unit's file must name each key alike: the apiserver
+# prefixes what it stores with the key's name and, reading, takes the key of
+# that name.  The functions below place keys by (name, value) pairs.
+
+
+def read_named_keys(path: str) -> Optional[List[Tuple[str, Optional[str]]]]:
+    """The (name, Vault value) pairs of the first ``aescbc`` provider, in file order; None without a file.
+
+    A key that is not one this layer or the charm could have written reads
+    as (name, None): it is kept in place, never trusted.
+    """
+    document = _load(path)
+    if document is None:
+        return None
+    providers = (_first_entry(document) or {}).get("providers") or []
+    keys = providers[0].get("aescbc", {}).get("keys") if providers and isinstance(providers[0], dict) else None
+    if not isinstance(keys, list):
+        return []
+    return [(str(item.get("name")), vault_value(item.get("secret"))) for item in keys if isinstance(item, dict)]
+
+
+def render_named(
+    keys: Sequence[Tuple[str, str]], drop: Sequence[str] = (), existing: Optional[Dict[str, Any]] = None
+) -> Dict[str, Any]:
+    """The document with ``keys`` (name, Vault value) first in the first ``aescbc`` provider, in that order.
+
+    Of the keys ``existing`` had there, those whose name is taken by ``keys``
+    or whose value is in ``drop`` go; every other key, provider and resources
+    entry stays where it was (a key under a second name for the same value
+    is kept: what the apiserver stored under that name stays readable).
+    """
+    first_value = keys[0][1]
+    document = render(first_value, existing)  # shape, identity provider and the other entries as for one key
+    entry = document["resources"][0]
+    provider = entry["providers"][0]["aescbc"]
+    before = (_first_entry(existing) or {}).get("providers") if existing is not None else None
+    old_keys = _keys_of(before[0]) if before and "aescbc" in before[0] else None
+    taken = {name for name, _ in keys}
+    dropped = {file_secret(value) for value in drop}
+    kept = [
+        item
+        for item in (old_keys or [])
+        if not (isinstance(item, dict) and (item.get("name") in taken or item.get("secret") in dropped))
+    ]
+    provider["keys"] = [{"name": name, "secret": file_secret(value)} for name, value in keys] + kept
+    return document
+
+
+def write_named_keys(path: str, keys: Sequence[Tuple[str, str]], drop: Sequence[str] = ()) -> bool:
+    """Make the file's first provider start with ``keys`` and hold nothing in ``drop``; True if it changed.
+
+    The same guarantees as ``write_key``: atomic, 0600, a file that cannot be
+    read is never replaced, values are checked and never echoed.
+    """
+    if not keys or not all(valid_key(value) for _, value in keys):
+        raise ValueError("an encryption key is not a string of 16, 24 or 32 bytes")
+    remove_stale_temp_files(path)
+    existing = _load(path)
+    text = dump(render_named(keys, drop, existing))
+    if existing is not None:
+        with open(path) as handle:
+            same = handle.read() == text
+        if same or yaml.safe_load(text) == existing:
+            if os.stat(path).st_mode & 0o777 != 0o600:
+                os.chmod(path, 0o600)
+            return False
+    write_atomically(path, text)
+    return True

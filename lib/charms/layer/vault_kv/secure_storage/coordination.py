@@ -1,0 +1,180 @@
+"""The leader's side of a key rotation, the operator's actions, and each unit's report at hook exit.
+
+- ``advance``: the leader enters the next phase once every unit acknowledged
+  the current one (one phase per hook; the rewrite phase also waits for the
+  operator's confirmation).
+- ``start`` / ``confirm_rewrite`` / ``status_report``: what the actions
+  ``rotate-encryption-key``, ``finish-encryption-key-rotation`` and
+  ``encryption-key-status`` do.
+- ``at_hook_exit``: a unit records that its apiserver runs with the file,
+  acknowledges the phase, and shows the phase in its status.
+
+Nothing here logs, reports or raises a key: keys appear only as
+``rotation_state.key_fingerprint``.
+"""
+
+from typing import Any, Dict, Optional
+
+from charmhelpers.core import hookenv
+
+from charms.layer import vault_kv
+from charms.layer.vault_kv import status as vault_kv_status
+from charms.layer.vault_kv.secure_storage import KEY, config_path, encryption_config, rotation, rotation_state
+
+RotationRefused = rotation_state.RotationRefused
+
+
+def _log(message: str, level: str = hookenv.INFO) -> None:
+    hookenv.log("vault-kv: " + message, level=level)
+
+
+# -- the leader ------------------------------------------------------------------
+
+
+def advance(app_kv: Any, state: Dict[str, Any]) -> Dict[str, Any]:
+    """Enter the next phase if every unit acknowledged this one; returns the state now in force.
+
+    Raises VaultNotReady when Vault cannot be read or written (the phase
+    stays; the next hook tries again).
+    """
+    try:
+        units = rotation.application_units()
+    except RotationRefused as error:
+        _log("key rotation held: {}".format(error), hookenv.WARNING)
+        return state
+    acks = rotation.read_acknowledgements(app_kv._session, vault_kv.backend_of(app_kv))
+    waiting = rotation_state.waiting_for(state, units, acks)
+    if waiting:
+        _log("key rotation: phase {} waits for {}".format(state["phase"], ", ".join(waiting)), hookenv.DEBUG)
+        return state
+    if state["phase"] == rotation_state.REWRITE and not state.get("confirmed"):
+        return state
+    updates, following = rotation_state.next_state(state)
+    app_kv.update(updates)
+    _log("key rotation {}: entered phase {}".format(state["id"][:8], following["phase"]))
+    return following
+
+
+def _leader_store() -> Any:
+    if not hookenv.is_leader():
+        raise RotationRefused("run this action on the leader unit")
+    if not config_path():
+        raise RotationRefused("secure storage is off (the layer option encryption-config-path is empty)")
+    return vault_kv.VaultAppKV()
+
+
+def start() -> Dict[str, str]:
+    """Start a rotation (leader only); refused while one runs or while this unit's file is not in line."""
+    app_kv = _leader_store()
+    state = rotation.read_state(app_kv)
+    rotation_state.refuse_start(state)
+    current = app_kv.get(KEY)
+    if not encryption_config.valid_key(current):
+        raise RotationRefused("there is no encryption key in Vault yet")
+    in_file = rotation.file_keys() or []
+    if not in_file or in_file[0][1] != current:
+        raise RotationRefused("this unit's encryption configuration does not hold Vault's key yet; try again later")
+    following = rotation_state.start(
+        current, in_file[0][0], [name for name, _ in in_file], encryption_config.generate_key()
+    )
+    app_kv[rotation_state.ROTATION_KEY] = following  # the new key exists from here on, in Vault only
+    _log("key rotation {}: started, phase add".format(following["id"][:8]))
+    return {
+        "id": following["id"],
+        "phase": following["phase"],
+        "old-key": rotation_state.key_fingerprint(current),
+        "new-key": rotation_state.key_fingerprint(following["new"]["value"]),
+        "next": "every unit adds the new key as a read key; follow with the encryption-key-status action",
+    }
+
+
+def confirm_rewrite() -> Dict[str, str]:
+    """Record that the stored Secrets were rewritten with the new key (leader only, phase rewrite)."""
+    app_kv = _leader_store()
+    state = rotation_state.confirm(rotation.read_state(app_kv))
+    app_kv[rotation_state.ROTATION_KEY] = state
+    _log("key rotation {}: rewrite confirmed".format(state["id"][:8]))
+    return {"id": state["id"], "phase": state["phase"], "next": "every unit removes the old key"}
+
+
+# -- reports ---------------------------------------------------------------------------
+
+
+def _key_list(keys: Any) -> str:
+    """``name:fingerprint`` of each key, the write key first."""
+    if not isinstance(keys, list):
+        return "not reported"
+    return " ".join("{}:{}".format(item[0], item[1] or "unreadable") for item in keys if isinstance(item, list))
+
+
+def _action_key(unit: str) -> str:
+    return unit.replace("/", "-")
+
+
+def status_report() -> Dict[str, str]:
+    """Phase, and per unit: key names, fingerprints, write key, and whether it matches the others."""
+    app_kv = vault_kv.VaultAppKV()
+    state = rotation.read_state(app_kv)
+    me = hookenv.local_unit()
+    mine = rotation.file_keys() or []
+    report: Dict[str, str] = {
+        "phase": (state or {}).get("phase", "none"),
+        "vault-key": rotation_state.key_fingerprint(app_kv[KEY]) if app_kv.get(KEY) else "none",
+        "this-unit": _key_list(
+            [[name, rotation_state.key_fingerprint(value) if value else None] for name, value in mine]
+        ),
+    }
+    if not rotation_state.is_running(state):
+        return report
+    report["rotation"] = state["id"]
+    report["confirmed"] = str(bool(state.get("confirmed"))).lower()
+    try:
+        units = rotation.application_units()
+    except RotationRefused:
+        units = [me]
+    acks = rotation.read_acknowledgements(app_kv._session, vault_kv.backend_of(app_kv))
+    current = {unit: ack for unit, ack in acks.items() if ack.get("id") == state["id"]}
+    lists = {unit: ack.get("keys") for unit, ack in current.items()}
+    for unit in units:
+        prefix = "units.{}.".format(_action_key(unit))
+        ack = current.get(unit)
+        report[prefix + "phase"] = ack.get("phase", "") if ack else "not reported"
+        report[prefix + "keys"] = _key_list(lists.get(unit))
+        keys = lists.get(unit)
+        report[prefix + "write-key"] = str(keys[0][0]) if isinstance(keys, list) and keys else "unknown"
+        report[prefix + "same-as-others"] = str(
+            bool(keys) and all(other == keys for name, other in lists.items() if name != unit)
+        ).lower()
+    report["waiting-for"] = ", ".join(rotation_state.waiting_for(state, units, acks)) or "none"
+    report["next"] = rotation_state.describe(state, []) or "none"
+    return report
+
+
+# -- every unit, at hook exit ---------------------------------------------------------------
+
+
+def at_hook_exit() -> None:
+    """Record a restart that happened, acknowledge the phase, show it.  Nothing escapes a hook's end."""
+    try:
+        _report_at_exit()
+    except vault_kv.VaultNotReady as error:
+        _log("key rotation not acknowledged yet: {}".format(error), hookenv.DEBUG)
+    except Exception as error:  # never fail a hook at its very end
+        _log("key rotation not acknowledged: unexpected {}".format(type(error).__name__), hookenv.ERROR)
+
+
+def _report_at_exit() -> None:
+    app_kv = vault_kv.VaultAppKV.loaded()
+    if app_kv is None or not config_path():
+        return
+    restarted = rotation.note_loaded_if_restarted()
+    state = rotation.read_state(app_kv)
+    if not rotation_state.is_running(state):
+        return
+    ack: Optional[Dict[str, Any]] = rotation.settled_acknowledgement(state, hookenv.local_unit()) if restarted else None
+    if ack is not None:
+        unit_kv = vault_kv.VaultUnitKV()
+        if unit_kv.get(rotation_state.ACK_KEY) != ack:
+            unit_kv[rotation_state.ACK_KEY] = ack
+    if state["phase"] == rotation_state.REWRITE and not state.get("confirmed") and hookenv.is_leader():
+        vault_kv_status.blocked(rotation_state.describe(state))

@@ -1,0 +1,174 @@
+"""Coordinated rotation of the encryption key: what a unit does with the state in Vault.
+
+The phases and their rules are in ``rotation_state``; this module reads and
+writes the things they are about: the application's Vault data (the state,
+written by the leader), each unit's Vault data (its acknowledgement), the
+unit's EncryptionConfiguration file, and the charm's apiserver restart.
+
+A unit acknowledges a phase only once the apiserver runs with the phase's
+file, not merely once the file is written: after each change of the file
+the layer clears ``kubernetes-control-plane.apiserver.configured`` (the flag
+kubernetes-control-plane restarts the apiserver on) and counts the file as
+loaded when the charm set that flag again, at the end of a hook that
+succeeded.  The record of what was loaded is a small file beside the
+charm (``LOADED_RECORD``), written at once: a hook that dies after the
+file changed leaves the record behind, so its retry asks for the restart
+again (unitdata would roll back with the hook and the restart be lost).
+"""
+
+import hashlib
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+from charmhelpers.core import hookenv
+from charms.reactive import is_flag_set
+
+from charms.layer.vault_kv import names
+from charms.layer.vault_kv.secure_storage import config_path, encryption_config, rotation_state
+
+LOADED_RECORD = ".vault-kv-encryption-config-loaded"
+
+NamedKeys = List[Tuple[str, Optional[str]]]
+
+
+# -- the state, in the application's data ------------------------------------------
+
+
+def read_state(app_kv: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The rotation state, None when there is none or it is not one this layer wrote.
+
+    A state that does not have the expected shape is ignored (logged): the
+    file then keeps every key it has, which never loses a Secret.
+    """
+    state = app_kv.get(rotation_state.ROTATION_KEY)
+    if state is None:
+        return None
+    if not _well_formed(state):
+        hookenv.log("vault-kv: the encryption key rotation state is malformed; ignored", level=hookenv.WARNING)
+        return None
+    return state
+
+
+def _well_formed(state: Any) -> bool:
+    if not isinstance(state, dict) or state.get("phase") not in rotation_state.PHASES:
+        return False
+    if state["phase"] == rotation_state.DONE:
+        return isinstance(state.get("name"), str) and isinstance(state.get("fingerprint"), str)
+    for which in ("old", "new"):
+        part = state.get(which)
+        if not (
+            isinstance(part, dict)
+            and isinstance(part.get("name"), str)
+            and encryption_config.valid_key(part.get("value"))
+        ):
+            return False
+    return isinstance(state.get("id"), str)
+
+
+# -- the units that must acknowledge -------------------------------------------------
+
+
+def application_units() -> List[str]:
+    """Every unit of this application Juju expects (goal-state), dying ones left out, this one in."""
+    me = hookenv.local_unit()
+    try:
+        units = hookenv.goal_state().get("units") or {}
+    except (NotImplementedError, OSError, ValueError) as error:
+        raise rotation_state.RotationRefused(
+            "goal-state is not available ({}): the units to wait for are unknown".format(type(error).__name__)
+        ) from None
+    members = {name for name, info in units.items() if (info or {}).get("status") not in ("dying", "dead")}
+    return sorted(members | {me})
+
+
+def read_acknowledgements(session: Any, backend: str) -> Dict[str, Any]:
+    """Every unit's acknowledgement, by Juju unit name (units keep theirs in their own unit data)."""
+    found: Dict[str, Any] = {}
+    for number in session.list("{}/kv/unit".format(backend)):
+        data = session.read("{}/kv/unit/{}".format(backend, number.rstrip("/"))) or {}
+        ack = data.get(rotation_state.ACK_KEY)
+        if isinstance(ack, dict) and isinstance(ack.get("unit"), str):
+            found[ack["unit"]] = ack
+    return found
+
+
+# -- this unit's file ----------------------------------------------------------------
+
+
+def file_keys() -> Optional[NamedKeys]:
+    """The named keys of this unit's file (None without a file)."""
+    path = config_path()
+    return encryption_config.read_named_keys(path) if path else None
+
+
+def sync_file(state: Optional[Dict[str, Any]], vault_key: str) -> bool:
+    """Make the file hold what the rotation's phase asks (or, without one, Vault's key); True if changed."""
+    path = config_path()
+    plan = rotation_state.file_plan(state, vault_key)
+    if plan is None:
+        return encryption_config.write_key(path, vault_key)
+    keys, drop = plan
+    return encryption_config.write_named_keys(path, keys, drop)
+
+
+def _digest(path: str) -> Optional[str]:
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def _record_path() -> str:
+    return os.path.join(hookenv.charm_dir(), LOADED_RECORD)
+
+
+def loaded_digest() -> Optional[str]:
+    """The digest of the file the apiserver was last seen running with."""
+    try:
+        with open(_record_path()) as handle:
+            return handle.read().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _write_record(digest: str) -> None:
+    encryption_config.write_atomically(_record_path(), digest + "\n")
+
+
+def adopt_current_file() -> None:
+    """A unit that never recorded a load counts the file it has as loaded (the charm restarted on it)."""
+    if loaded_digest() is None:
+        digest = _digest(config_path())
+        if digest is not None:
+            _write_record(digest)
+
+
+def reload_needed() -> bool:
+    """Whether the file differs from the one the apiserver was last seen running with."""
+    digest = _digest(config_path())
+    return digest is not None and digest != loaded_digest()
+
+
+def note_loaded_if_restarted() -> bool:
+    """At hook exit: the charm configured the apiserver again, so it runs with the file as it is."""
+    if not is_flag_set(names.APISERVER_CONFIGURED):
+        return False
+    digest = _digest(config_path())
+    if digest is not None and digest != loaded_digest():
+        _write_record(digest)
+    return True
+
+
+# -- acknowledging -------------------------------------------------------------------
+
+
+def settled_acknowledgement(state: Dict[str, Any], unit: str) -> Optional[Dict[str, Any]]:
+    """This unit's acknowledgement of the current phase, or None while its file or apiserver is not there."""
+    in_file = file_keys()
+    if not in_file:
+        return None
+    keys, drop = rotation_state.phase_plan(state)
+    if not rotation_state.file_matches(keys, drop, in_file) or reload_needed():
+        return None
+    return rotation_state.acknowledgement(state, unit, in_file)

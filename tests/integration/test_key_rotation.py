@@ -1,0 +1,243 @@
+"""Coordinated rotation of the encryption key: 3 units of the kubernetes-control-plane-shaped
+consumer with the layer's secure storage on, real charms.reactive hooks, real OpenBao.
+
+After every hook of every scenario ``RotationInvariant`` checks the files and what each
+apiserver was last started with: every unit's write key is a key of every other unit,
+and no key leaves a file before the rewrite is confirmed.
+"""
+
+import pytest
+
+from tests.support import rotation
+from tests.support.cluster import APP, ENCRYPTION_CONFIG
+
+RUNNING = "a rotation is running"
+
+
+@pytest.fixture
+def cluster(cluster_for, shared_bao):
+    return cluster_for(shared_bao)
+
+
+def deploy(cluster, units=3):
+    model = cluster.add_model("k8s", build="ss", units=units)
+    cluster.settle(fail_fast=True)
+    return model, cluster.new_backend(model)
+
+
+def leader(cluster, model):
+    return cluster.controller.leader(model, APP)
+
+
+def ok(answer):
+    assert answer["returncode"] == 0, answer["stderr"][-2000:]
+    assert answer["failed"] is None, answer["failed"]
+    return answer["results"]
+
+
+def refused(answer):
+    assert answer["returncode"] == 0, answer["stderr"][-2000:]
+    assert answer["failed"], answer["results"]
+    return answer["failed"]
+
+
+def raw_keys(cluster, backend):
+    """The rotation's two key values, only to look for them in logs (never printed)."""
+    state = rotation.state(cluster, backend)
+    return [state["old"]["value"], state["new"]["value"]]
+
+
+def assert_no_key_in_logs_or_statuses(cluster, model, values, *answers):
+    for unit in cluster.units(model):
+        log = cluster.controller.log(model, unit) + cluster.controller.hooks_output(model, unit)
+        message = cluster.controller.status(model, unit)["message"]
+        assert not any(value in log or value in message for value in values), unit
+    for answer in answers:
+        assert not any(value in repr(answer) for value in values)
+
+
+def test_a_full_rotation_goes_through_every_phase_on_every_unit_and_restarts_each_apiserver_once(cluster):
+    model, backend = deploy(cluster)
+    old = cluster.vault_fingerprint(backend)
+    invariant = rotation.RotationInvariant(cluster, model, backend)
+    before = rotation.restarts(cluster, model)
+
+    started = ok(rotation.action(cluster, model, leader(cluster, model), "rotate-encryption-key"))
+    assert started["phase"] == "add" and started["old-key"] == old and started["new-key"] != old
+    new = started["new-key"]
+    values = raw_keys(cluster, backend)
+    second = rotation.action(cluster, model, leader(cluster, model), "rotate-encryption-key")
+    assert RUNNING in refused(second)
+    early = rotation.action(cluster, model, leader(cluster, model), "finish-encryption-key-rotation")
+    assert "phase add" in refused(early)
+    not_leader = [u for u in cluster.units(model) if u != leader(cluster, model)][0]
+    assert "leader" in refused(rotation.action(cluster, model, not_leader, "rotate-encryption-key"))
+
+    seen = {}
+    for _ in range(6):
+        rotation.drive(cluster, model, backend, lambda: True, after_hook=invariant, rounds=1)
+        seen[rotation.phase(cluster, backend)] = rotation.file_key_lists(cluster, model)
+        if rotation.phase(cluster, backend) == "rewrite":
+            break
+    report = ok(rotation.action(cluster, model, leader(cluster, model), "encryption-key-status"))
+    assert report["phase"] == "rewrite" and report["waiting-for"] == "none"
+    assert "finish-encryption-key-rotation" in report["next"] and "StorageVersionMigration" in report["next"]
+    for unit in cluster.units(model):
+        entry = report["units"][unit.replace("/", "-")]
+        assert entry == {
+            "phase": "rewrite",
+            "keys": "key2:{} key1:{}".format(new, old),
+            "write-key": "key2",
+            "same-as-others": "true",
+        }
+    assert "finish-encryption-key-rotation" in cluster.controller.status(model, leader(cluster, model))["message"]
+    finished = ok(rotation.action(cluster, model, leader(cluster, model), "finish-encryption-key-rotation"))
+    rotation.drive(cluster, model, backend, lambda: rotation.phase(cluster, backend) == "done", after_hook=invariant)
+    seen["done"] = rotation.file_key_lists(cluster, model)
+
+    everywhere = lambda keys: {unit: keys for unit in cluster.units(model)}  # noqa: E731
+    assert seen["add"] == everywhere([("key1", old), ("key2", new)])
+    assert seen["promote"] == everywhere([("key2", new), ("key1", old)])
+    assert seen["rewrite"] == everywhere([("key2", new), ("key1", old)])
+    assert seen["done"] == everywhere([("key2", new), ("key1", new)])
+    assert rotation.loaded_key_lists(cluster, model) == everywhere([("key2", new), ("key1", new)])
+    assert cluster.vault_fingerprint(backend) == new
+    assert {k: v - before[k] for k, v in rotation.restarts(cluster, model).items()} == everywhere(1)
+    assert set(rotation.state(cluster, backend)) == {"id", "phase", "name", "fingerprint", "finished"}
+    assert invariant.checks > 20
+    assert_no_key_in_logs_or_statuses(cluster, model, values, started, report, finished)
+    for unit in cluster.units(model):
+        assert cluster.controller.unit_file_mode(model, unit, ENCRYPTION_CONFIG) == 0o600
+
+
+def test_a_leader_change_in_every_phase_resumes_where_the_rotation_stood(cluster):
+    model, backend = deploy(cluster)
+    invariant = rotation.RotationInvariant(cluster, model, backend)
+    before = rotation.restarts(cluster, model)
+    new = ok(rotation.action(cluster, model, leader(cluster, model), "rotate-encryption-key"))["new-key"]
+    units = cluster.units(model)
+    phases, leaders = ["add"], [leader(cluster, model)]
+
+    def change_leader():
+        following = units[(units.index(leader(cluster, model)) + 1) % len(units)]
+        cluster.controller.set_leader(model, APP, following)
+        leaders.append(following)
+
+    def after_hook(item, process):
+        invariant(item, process)
+        phase = rotation.phase(cluster, backend)
+        if phase != phases[-1]:  # the hook that entered a phase is followed at once by a new leader
+            phases.append(phase)
+            if phase != "done":
+                change_leader()
+
+    change_leader()
+    for _ in range(12):
+        if rotation.phase(cluster, backend) == "done":
+            break
+        if rotation.phase(cluster, backend) == "rewrite" and not rotation.state(cluster, backend).get("confirmed"):
+            ok(rotation.action(cluster, model, leader(cluster, model), "finish-encryption-key-rotation"))
+        rotation.drive(cluster, model, backend, lambda: True, after_hook=after_hook, rounds=1)
+    assert phases == ["add", "promote", "rewrite", "retire", "done"]
+    assert len(leaders) == 5 and len(set(leaders)) == 3
+    assert cluster.vault_fingerprint(backend) == new
+    assert set(map(tuple, rotation.file_key_lists(cluster, model).values())) == {(("key2", new), ("key1", new))}
+    assert {k: v - before[k] for k, v in rotation.restarts(cluster, model).items()} == {u: 1 for u in units}
+
+
+def test_a_unit_added_in_the_promote_phase_is_brought_to_it_before_the_rotation_moves_on(cluster):
+    model, backend = deploy(cluster)
+    invariant = rotation.RotationInvariant(cluster, model, backend)
+    started = ok(rotation.action(cluster, model, leader(cluster, model), "rotate-encryption-key"))
+    old, new = started["old-key"], started["new-key"]
+    rotation.drive(cluster, model, backend, lambda: rotation.phase(cluster, backend) == "promote", after_hook=invariant)
+
+    added = cluster.controller.add_unit(model, APP)
+    waiting = ok(rotation.action(cluster, model, leader(cluster, model), "encryption-key-status"))["waiting-for"]
+    assert added in waiting.split(", ")
+    cluster.settle(after_hook=invariant, fail_fast=True)
+    assert rotation.file_key_list(cluster, model, added) == [("key2", new), ("key1", old)]
+    assert rotation.phase(cluster, backend) == "promote"  # the leader has not had a hook since
+
+    rotation.drive(cluster, model, backend, lambda: rotation.phase(cluster, backend) == "rewrite", after_hook=invariant)
+    ok(rotation.action(cluster, model, leader(cluster, model), "finish-encryption-key-rotation"))
+    rotation.drive(cluster, model, backend, lambda: rotation.phase(cluster, backend) == "done", after_hook=invariant)
+    lists = rotation.file_key_lists(cluster, model)
+    assert len(lists) == 4 and set(map(tuple, lists.values())) == {(("key2", new), ("key1", new))}
+    assert rotation.loaded_key_lists(cluster, model)[added] == [("key2", new), ("key1", new)]
+    generated = sum(
+        cluster.controller.log(model, u).count("generated a new encryption_key")
+        + cluster.controller.log(model, u).count("stored encryption_key from a newly generated key")
+        for u in cluster.units(model)
+    )
+    assert generated == 1  # the first deploy's key; the rotation's new key is not "generated" by a charm
+
+
+def settle_killing_at_every_step(cluster, model, after_hook):
+    """Run the queued hooks; each hook of ``model`` dies after its 1st, then 2nd, ... Vault request or file write.
+
+    Juju retries a hook that died, and the retry dies one step later, until a
+    run gets through: every step of every hook is a place the unit was killed.
+    Returns the number of kills.
+    """
+    controller, kills = cluster.controller, 0
+    directory = ENCRYPTION_CONFIG.rsplit("/", 1)[0]
+    while True:
+        item = controller.pop_hook()
+        if item is None:
+            return kills
+        step = 1
+        while True:
+            if item["model"] == model:
+                controller.kill_at_vault_request(model, item["unit"], step, files_under=directory)
+            process = controller.run_hook(item)
+            after_hook(item, process)
+            if process.returncode == 137:
+                kills, step = kills + 1, step + 1
+                continue
+            controller.stop_killing(item["model"], item["unit"])
+            assert process.returncode == 0, process.stderr[-3000:]
+            break
+
+
+def action_killing_at_every_step(cluster, model, unit, name):
+    """Run an action that dies after its 1st, 2nd, ... step until it answers (an operator runs it again)."""
+    for step in range(1, 60):
+        cluster.controller.kill_at_vault_request(model, unit, step)
+        answer = rotation.action(cluster, model, unit, name)
+        if answer["returncode"] != 137:
+            cluster.controller.stop_killing(model, unit)
+            return step - 1, answer
+    raise AssertionError("the action never finished")
+
+
+def test_killed_after_each_vault_request_and_file_write_the_rotation_resumes_and_loses_no_key(cluster):
+    model, backend = deploy(cluster)
+    old = cluster.vault_fingerprint(backend)
+    invariant = rotation.RotationInvariant(cluster, model, backend)
+    before = rotation.restarts(cluster, model)
+    first = leader(cluster, model)
+
+    kills, answer = action_killing_at_every_step(cluster, model, first, "rotate-encryption-key")
+    # killed after the state was written, the action run again is refused: one new key, never two
+    new = rotation.state(cluster, backend)["new"]
+    assert kills >= 2 and (answer["failed"] is None or RUNNING in answer["failed"])
+    for _ in range(10):
+        for unit in cluster.units(model):
+            cluster.controller.queue(model, unit, "update-status")
+        kills += settle_killing_at_every_step(cluster, model, invariant)
+        assert rotation.state(cluster, backend)["phase"] == "done" or rotation.state(cluster, backend)["new"] == new
+        if rotation.phase(cluster, backend) == "rewrite" and not rotation.state(cluster, backend)["confirmed"]:
+            action_killing_at_every_step(cluster, model, leader(cluster, model), "finish-encryption-key-rotation")
+        if rotation.phase(cluster, backend) == "done":
+            break
+    assert rotation.phase(cluster, backend) == "done"
+    fingerprint = rotation.state(cluster, backend)["fingerprint"]
+    assert fingerprint != old and cluster.vault_fingerprint(backend) == fingerprint
+    final = {(("key2", fingerprint), ("key1", fingerprint))}
+    assert set(map(tuple, rotation.file_key_lists(cluster, model).values())) == final
+    assert set(map(tuple, rotation.loaded_key_lists(cluster, model).values())) == final
+    assert {k: v - before[k] for k, v in rotation.restarts(cluster, model).items()} == {
+        u: 1 for u in cluster.units(model)
+    }
+    assert kills > 100, kills
