@@ -78,7 +78,13 @@ def ha_cluster(raft, charms, tmp_path):
 
 # The longest files first: with two workers taking files in collection order, a
 # long file started last would leave the other worker idle at the end.
-LONGEST_FIRST = ["test_crash_at_each_request.py", "test_vault_ha_failover.py", "test_vault_ha.py", "test_upgrade.py"]
+LONGEST_FIRST = [
+    "test_crash_at_each_request.py",
+    "test_key_rotation_kills.py",
+    "test_vault_ha_failover.py",
+    "test_vault_ha.py",
+    "test_upgrade.py",
+]
 
 
 def pytest_collection_modifyitems(items):

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
-from tests.jujusim import hooktools
+from tests.jujusim import hooktools, toolserver
 from tests.jujusim.state import app_units, locked, queue_hook, relation_ends, unit_key
 
 TOOLS_DIR = Path(hooktools.__file__).resolve()
@@ -71,6 +71,8 @@ class Controller:
             )
         )
         launcher.chmod(0o755)
+        # one server answers the tools (a bash client each) unless JUJUSIM_TOOL_SERVER=0
+        self.tool_port = toolserver.ensure_running() if os.environ.get("JUJUSIM_TOOL_SERVER", "1") != "0" else None
         for name in hooktools.TOOLS:
             link = self.bin / name
             if name == "juju-log":
@@ -81,6 +83,11 @@ class Controller:
                     '#!/bin/sh\nwhile [ "${1#-}" != "$1" ]; do shift; [ $# -gt 0 ] && shift; done\n'
                     'printf "%s: %s\\n" "$JUJU_HOOK_NAME" "$*" >> "$JUJUSIM_UNIT_DIR/juju.log"\n'
                 )
+                link.chmod(0o755)
+            elif self.tool_port:
+                if link.is_symlink():
+                    link.unlink()
+                link.write_text(toolserver.client_script(str(launcher)))
                 link.chmod(0o755)
             elif not link.exists():
                 link.symlink_to(launcher)
@@ -330,6 +337,8 @@ class Controller:
                 "UNIT_STATE_DB": str(Path(info["dir"]) / "unit-state.db"),
             }
         )
+        if self.tool_port:
+            env["JUJUSIM_TOOL_PORT"] = str(self.tool_port)
         if sys.version_info < (3, 12):
             # `import distutils` as on the Ubuntu interpreters charms run on (3.8 to 3.11 ship
             # it), not setuptools' replacement, which costs every hook half a second

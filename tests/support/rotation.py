@@ -11,9 +11,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 import yaml
 
 from charms.layer.vault_kv.hashing import fingerprint
-from tests.support.cluster import ENCRYPTION_CONFIG
+from tests.support.cluster import APP, ENCRYPTION_CONFIG
 
 ROTATION_KEY = "encryption_key_rotation"
+RUNNING = "a rotation is running"  # what a refused second rotate-encryption-key says
 APISERVER_RECORD = "/var/lib/kcp-consumer/apiserver.json"
 RESTARTS = "kcp-consumer.apiserver-restarts"
 
@@ -61,6 +62,17 @@ def phase(cluster, backend: str) -> str:
 def vault_key_fingerprint(cluster, backend: str) -> Optional[str]:
     value = (cluster.bao.read("{}/kv/app".format(backend)) or {}).get("encryption_key")
     return fingerprint(value) if value else None
+
+
+def deploy(cluster, units: int = 3):
+    """A model of the consumer with the layer's secure storage on, settled; returns (model, backend)."""
+    model = cluster.add_model("k8s", build="ss", units=units)
+    cluster.settle(fail_fast=True)
+    return model, cluster.new_backend(model)
+
+
+def leader(cluster, model: str) -> str:
+    return cluster.controller.leader(model, APP)
 
 
 def action(cluster, model: str, unit: str, name: str) -> dict:
