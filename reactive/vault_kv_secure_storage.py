@@ -20,7 +20,10 @@ and still leave one key list, identical on every unit:
   mount) to the charm and only keeps the file in line with Vault afterwards;
 - ``created`` is never cleared by this layer: not for a transient Vault
   outage, not during a move, not when the relation goes (the charm would
-  mount its encrypted storage a second time over the directory).
+  mount its encrypted storage a second time over the directory);
+- during a key rotation (``secure_storage.rotation_state``) the file holds the
+  phase's keys; the leader moves the phase on, and every unit acknowledges
+  at hook exit (``secure_storage.coordination.at_hook_exit``).
 """
 
 from charmhelpers.core import hookenv

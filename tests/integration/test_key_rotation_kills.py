@@ -20,12 +20,12 @@ def cluster(cluster_for, shared_bao):
     return cluster_for(shared_bao)
 
 
-def settle_killing_at_every_step(cluster, model, after_hook):
-    """Run the queued hooks; each hook of ``model`` dies after its 1st, then 2nd, ... Vault request or file write.
+def settle_killing_at_every_step(cluster, model, after_hook, units):
+    """Run the queued hooks; each hook of ``units`` dies after its 1st, then 2nd, ... Vault request or file write.
 
     Juju retries a hook that died, and the retry dies one step later, until a
-    run gets through: every step of every hook is a place the unit was killed.
-    Returns the number of kills.
+    run gets through: every step of every such hook is a place the unit was
+    killed.  Returns the number of kills.
     """
     controller, kills = cluster.controller, 0
     directory = ENCRYPTION_CONFIG.rsplit("/", 1)[0]
@@ -35,7 +35,7 @@ def settle_killing_at_every_step(cluster, model, after_hook):
             return kills
         step = 1
         while True:
-            if item["model"] == model:
+            if item["model"] == model and item["unit"] in units:
                 controller.kill_at_vault_request(model, item["unit"], step, files_under=directory)
             process = controller.run_hook(item)
             after_hook(item, process)
@@ -65,6 +65,8 @@ def test_killed_after_each_vault_request_and_file_write_the_rotation_resumes_and
     before = rotation.restarts(cluster, model)
     first = leader(cluster, model)
 
+    # the leader and one other unit are killed at every step; the third plays the second's part
+    killed = [first, next(u for u in cluster.units(model) if u != first)]
     kills, answer = action_killing_at_every_step(cluster, model, first, "rotate-encryption-key")
     # killed after the state was written, the action run again is refused: one new key, never two
     new = rotation.state(cluster, backend)["new"]
@@ -72,7 +74,7 @@ def test_killed_after_each_vault_request_and_file_write_the_rotation_resumes_and
     for _ in range(10):
         for unit in cluster.units(model):
             cluster.controller.queue(model, unit, "update-status")
-        kills += settle_killing_at_every_step(cluster, model, invariant)
+        kills += settle_killing_at_every_step(cluster, model, invariant, killed)
         assert rotation.state(cluster, backend)["phase"] == "done" or rotation.state(cluster, backend)["new"] == new
         if rotation.phase(cluster, backend) == "rewrite" and not rotation.state(cluster, backend)["confirmed"]:
             action_killing_at_every_step(cluster, model, leader(cluster, model), "finish-encryption-key-rotation")
@@ -87,4 +89,4 @@ def test_killed_after_each_vault_request_and_file_write_the_rotation_resumes_and
     assert {k: v - before[k] for k, v in rotation.restarts(cluster, model).items()} == {
         u: 1 for u in cluster.units(model)
     }
-    assert kills > 100, kills
+    assert kills > 60, kills

@@ -176,3 +176,65 @@ def test_a_file_that_cannot_be_read_is_never_replaced_and_no_key_is_echoed(tmp_p
     with pytest.raises(ValueError) as error:
         ec.write_named_keys(str(tmp_path / "other.yaml"), [("key1", "short-secret")])
     assert "short-secret" not in str(error.value)
+
+
+# -- this unit's side: expected units, the restart record, refusals ------------------------
+
+
+@pytest.fixture
+def secure_storage_on(juju):
+    import json
+
+    path = juju["charm_dir"] / "encryption" / "encryption_config.yaml"
+    options_file = {"options": {"vault-kv": {"encryption-config-path": str(path)}}}
+    (juju["charm_dir"] / "layer.yaml").write_text(json.dumps(options_file))
+    return str(path)
+
+
+def test_the_units_to_wait_for_are_goal_states_without_dying_ones_and_with_this_one(juju):
+    from charmhelpers.core import hookenv
+
+    from charms.layer.vault_kv.secure_storage import rotation
+
+    hookenv.goal_state.side_effect = lambda: {
+        "units": {"app/1": {"status": "active"}, "app/2": {"status": "dying"}, "app/3": {"status": "waiting"}}
+    }
+    assert rotation.application_units() == ["app/0", "app/1", "app/3"]
+    hookenv.goal_state.side_effect = NotImplementedError
+    with pytest.raises(rs.RotationRefused, match="goal-state"):
+        rotation.application_units()
+
+
+def test_a_changed_file_counts_as_loaded_only_once_the_charm_configured_the_apiserver_again(
+    juju, flags, secure_storage_on
+):
+    from charms.layer.vault_kv import names
+    from charms.layer.vault_kv.secure_storage import rotation
+
+    ec.write_named_keys(secure_storage_on, [("key1", OLD)])
+    rotation.adopt_current_file()  # a unit that never recorded a load: what it has is what runs
+    assert not rotation.reload_needed()
+    ec.write_named_keys(secure_storage_on, [("key1", OLD), ("key2", NEW)])
+    assert rotation.reload_needed()
+    rotation.adopt_current_file()  # a record exists: adopting never hides a change
+    assert rotation.reload_needed()
+    flags.discard(names.APISERVER_CONFIGURED)
+    assert not rotation.note_loaded_if_restarted() and rotation.reload_needed()
+    flags.add(names.APISERVER_CONFIGURED)
+    assert rotation.note_loaded_if_restarted() and not rotation.reload_needed()
+    record = juju["charm_dir"] / rotation.LOADED_RECORD
+    assert OLD not in record.read_text() and NEW not in record.read_text()
+
+
+def test_the_actions_refuse_off_the_leader_and_with_secure_storage_off(juju, vault, secure_storage_on):
+    from charms.layer.vault_kv.secure_storage import coordination
+
+    juju["leader"] = False
+    with pytest.raises(rs.RotationRefused, match="leader"):
+        coordination.start()
+    with pytest.raises(rs.RotationRefused, match="leader"):
+        coordination.confirm_rewrite()
+    juju["leader"] = True
+    (juju["charm_dir"] / "layer.yaml").write_text("{}")
+    with pytest.raises(rs.RotationRefused, match="secure storage is off"):
+        coordination.start()
