@@ -9,8 +9,7 @@ after its N-th Vault request during the upgrade, for every N the upgrade makes.
 from concurrent.futures import ThreadPoolExecutor
 
 from tests.integration.upgrade_checks import APP, LEGACY, assert_upgraded, file_bytes
-from tests.support.cluster import Cluster
-from tests.support.openbao_raft import OpenBaoRaftCluster
+from tests.support.deployment import SnapshotDeployment
 
 
 def blocked_on_spent_token(cluster, model):
@@ -18,40 +17,19 @@ def blocked_on_spent_token(cluster, model):
     return any(s["status"] == "blocked" and "refresh-secrets" in s["message"] for s in statuses)
 
 
-class DeployedLegacyModel:
+class DeployedLegacyModel(SnapshotDeployment):
     """A 2-unit legacy deployment on its own single-node raft OpenBao, put back as deployed before each run.
 
-    Deploying is most of a run's cost; a kill run needs only the upgrade.  The
-    OpenBao storage is restored from a raft snapshot (same URL, so nothing in
-    the units' data changes) and the simulated controller from a copy of its
-    directory, so every run starts from the same deployment as if it were new.
+    Deploying is most of a run's cost; a kill run needs only the upgrade.
     """
 
     def __init__(self, charms, workdir) -> None:
-        self.bao = OpenBaoRaftCluster(size=1)
-        self.bao.start()
-        try:
-            self.cluster = Cluster(self.bao, charms, workdir=str(workdir / "sim"))
-            self.model = self.cluster.add_model("cluster-a", build="legacy", units=2)
-            self.cluster.settle()
-            self.key = self.cluster.vault_fingerprint(LEGACY)
-            self.files = file_bytes(self.cluster, self.model)
-            self.changes = {u: self.cluster.key_changes(self.model, u) for u in self.cluster.units(self.model)}
-            self.saved_controller = str(workdir / "sim-as-deployed")
-            self.cluster.controller.snapshot(self.saved_controller)
-            self.saved_storage = self.bao.snapshot()
-        except BaseException:
-            self.bao.cleanup()
-            raise
+        super().__init__(charms, workdir, build="legacy", units=2, name="cluster-a")
 
-    def fresh(self):
-        """The cluster as deployed: no upgrade, no kill, no hook run since."""
-        self.bao.restore(self.saved_storage)
-        self.cluster.controller.restore(self.saved_controller)
-        return self.cluster
-
-    def cleanup(self) -> None:
-        self.bao.cleanup()
+    def after_deploy(self) -> None:
+        self.key = self.cluster.vault_fingerprint(LEGACY)
+        self.files = file_bytes(self.cluster, self.model)
+        self.changes = {u: self.cluster.key_changes(self.model, u) for u in self.cluster.units(self.model)}
 
 
 def count_leader_requests_during_upgrade(deployed: DeployedLegacyModel) -> int:

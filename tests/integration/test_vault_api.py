@@ -12,6 +12,7 @@ import hvac
 import pytest
 
 from charms.layer import vault_kv
+from tests.support.deployment import SnapshotDeployment
 
 APP = "kubernetes-control-plane"
 LEADER, OTHER = APP + "/0", APP + "/1"
@@ -25,12 +26,18 @@ def approle_name(model, unit):
     return "charm-{}-{}".format(model, unit.replace("/", "-"))
 
 
+@pytest.fixture(scope="module")
+def as_deployed(charms, tmp_path_factory):
+    """One 2-unit deployment for the module (its own single-node raft OpenBao), stopped at the end."""
+    deployment = SnapshotDeployment(charms, tmp_path_factory.mktemp("vault-api"))
+    yield deployment
+    deployment.cleanup()
+
+
 @pytest.fixture
-def deployed(cluster_for, shared_bao):
-    cluster = cluster_for(shared_bao)
-    model = cluster.add_model("k8s", units=2)
-    cluster.settle()
-    return cluster, model
+def deployed(as_deployed):
+    """The deployment as it was made: Vault's storage and the simulated controller put back."""
+    return as_deployed.fresh(), as_deployed.model
 
 
 def test_secret_id_comes_from_the_one_shot_token_which_is_then_spent(deployed):

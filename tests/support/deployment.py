@@ -1,0 +1,44 @@
+"""One deployment, put back as deployed before each use: the cost of deploying paid once.
+
+A model of the consumer on its own single-node raft OpenBao.  ``fresh()``
+restores the OpenBao storage from a raft snapshot (same URL, so nothing in
+the units' data changes: tokens, AppRoles, secrets and audit settings are as
+they were) and the simulated controller from a copy of its directory, so
+every use starts from the same deployment as if it had just been made.
+"""
+
+from pathlib import Path
+
+from tests.support.cluster import Cluster
+from tests.support.openbao_raft import OpenBaoRaftCluster
+
+
+class SnapshotDeployment:
+    """``units`` units of ``build`` in model ``name``, related to the vault application and settled."""
+
+    def __init__(self, charms, workdir: Path, build: str = "current", units: int = 2, name: str = "k8s") -> None:
+        self.bao = OpenBaoRaftCluster(size=1)
+        self.bao.start()
+        try:
+            self.cluster = Cluster(self.bao, charms, workdir=str(workdir / "sim"))
+            self.model = self.cluster.add_model(name, build=build, units=units)
+            self.cluster.settle()
+            self.after_deploy()
+            self.saved_controller = str(workdir / "sim-as-deployed")
+            self.cluster.controller.snapshot(self.saved_controller)
+            self.saved_storage = self.bao.snapshot()
+        except BaseException:
+            self.bao.cleanup()
+            raise
+
+    def after_deploy(self) -> None:
+        """What a subclass records of the deployment before the snapshot."""
+
+    def fresh(self) -> Cluster:
+        """The cluster as deployed: no hook run, no fault, no Vault change since."""
+        self.bao.restore(self.saved_storage)
+        self.cluster.controller.restore(self.saved_controller)
+        return self.cluster
+
+    def cleanup(self) -> None:
+        self.bao.cleanup()
