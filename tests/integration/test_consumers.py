@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from charms.layer.vault_kv.hashing import fingerprint, value_hash
+from tests.support.deployment import SnapshotDeployment
 
 APP = "kubernetes-control-plane"
 LEGACY = "charm-" + APP
@@ -100,15 +101,48 @@ def assert_one_key_everywhere(cluster, model, backend, key):
     assert len(set(file_digests(cluster, model).values())) == 1
 
 
-def deploy_legacy_as_the_old_layer_left_it(cluster, units=3):
-    """A 1.27-shaped deployment (charm-{app}, AppRoles of the Juju unit names), reduced to the old layer's state."""
-    model = cluster.add_model("cluster-a", build="legacy", units=units)
-    cluster.settle()
-    for unit in cluster.units(model):
-        cluster.controller.forget_unitdata(model, unit, OURS_ONLY)
-    # the old layer's only leader setting is its nonce
-    cluster.controller.forget_leader_settings(model, APP, ["vault-kv-backend", "vault-kv-migrated"])
-    return model
+class LegacyAsTheOldLayerLeftIt(SnapshotDeployment):
+    """A 1.27-shaped deployment (charm-{app}, AppRoles of the Juju unit names), reduced to the old layer's state.
+
+    Made once per module and unit count, put back as made before each test.
+    """
+
+    def __init__(self, charms, workdir, units: int) -> None:
+        super().__init__(charms, workdir, build="legacy", units=units, name="cluster-a")
+
+    def after_deploy(self) -> None:
+        for unit in self.cluster.units(self.model):
+            self.cluster.controller.forget_unitdata(self.model, unit, OURS_ONLY)
+        # the old layer's only leader setting is its nonce
+        self.cluster.controller.forget_leader_settings(self.model, APP, ["vault-kv-backend", "vault-kv-migrated"])
+
+
+@pytest.fixture(scope="module")
+def legacy_deployments(charms, tmp_path_factory):
+    made = {}
+
+    def of(units):
+        if units not in made:
+            made[units] = LegacyAsTheOldLayerLeftIt(charms, tmp_path_factory.mktemp("legacy"), units)
+        return made[units]
+
+    yield of
+    for deployment in made.values():
+        deployment.cleanup()
+
+
+@pytest.fixture
+def legacy3(legacy_deployments):
+    """Three units as the old layer left them: (cluster, model)."""
+    deployment = legacy_deployments(3)
+    return deployment.fresh(), deployment.model
+
+
+@pytest.fixture
+def legacy2(legacy_deployments):
+    """Two units as the old layer left them: (cluster, model)."""
+    deployment = legacy_deployments(2)
+    return deployment.fresh(), deployment.model
 
 
 def test_fresh_deploy_of_three_units_has_the_charms_key_file_and_one_mount_each(cluster):
@@ -153,8 +187,8 @@ def test_a_hook_with_vault_sealed_clears_no_charm_flag_mounts_nothing_and_keeps_
     assert_one_key_everywhere(cluster, model, backend, key)
 
 
-def test_refresh_from_127_to_128_with_both_migrations_keeps_key_files_and_device_keys(cluster):
-    model = deploy_legacy_as_the_old_layer_left_it(cluster)
+def test_refresh_from_127_to_128_with_both_migrations_keeps_key_files_and_device_keys(legacy3):
+    cluster, model = legacy3
     key = cluster.vault_fingerprint(LEGACY)
     files = file_digests(cluster, model)
     restarts = {u: cluster.key_changes(model, u) for u in cluster.units(model)}
@@ -180,8 +214,8 @@ def test_refresh_from_127_to_128_with_both_migrations_keeps_key_files_and_device
     assert cluster.vault_fingerprint(LEGACY) == key  # kept for a rollback
 
 
-def test_a_129_style_takeover_reads_the_unitdata_and_logs_in_without_unwrapping(cluster):
-    model = deploy_legacy_as_the_old_layer_left_it(cluster, units=2)
+def test_a_129_style_takeover_reads_the_unitdata_and_logs_in_without_unwrapping(legacy2):
+    cluster, model = legacy2
     key = cluster.vault_fingerprint(LEGACY)
     cluster.upgrade(model)
     cluster.settle(fail_fast=True)
@@ -200,8 +234,8 @@ def test_a_129_style_takeover_reads_the_unitdata_and_logs_in_without_unwrapping(
         assert fingerprint(client.read(backend + "/kv/app")["data"]["encryption_key"]) == key
 
 
-def test_a_unit_added_during_the_move_and_made_leader_generates_nothing(cluster):
-    model = deploy_legacy_as_the_old_layer_left_it(cluster)
+def test_a_unit_added_during_the_move_and_made_leader_generates_nothing(legacy3):
+    cluster, model = legacy3
     key = cluster.vault_fingerprint(LEGACY)
     cluster.upgrade(model)
     cluster.controller.run_hooks(4)  # the move is under way
@@ -218,8 +252,8 @@ def test_a_unit_added_during_the_move_and_made_leader_generates_nothing(cluster)
         assert "leader" not in cluster.controller.status(model, unit)["message"]
 
 
-def test_refresh_back_to_the_previous_build_and_forward_again_needs_no_operator(cluster):
-    model = deploy_legacy_as_the_old_layer_left_it(cluster, units=2)
+def test_refresh_back_to_the_previous_build_and_forward_again_needs_no_operator(legacy2):
+    cluster, model = legacy2
     key = cluster.vault_fingerprint(LEGACY)
     files = file_digests(cluster, model)
     cluster.upgrade(model)
@@ -260,8 +294,8 @@ def test_the_layers_secure_storage_beside_the_charms_leaves_one_identical_key_li
     assert len(set(file_digests(cluster, model).values())) == 1
 
 
-def test_a_rebuild_with_this_layer_that_keeps_charm_app_is_ready_with_the_same_key(cluster):
-    model = deploy_legacy_as_the_old_layer_left_it(cluster, units=2)
+def test_a_rebuild_with_this_layer_that_keeps_charm_app_is_ready_with_the_same_key(legacy2):
+    cluster, model = legacy2
     key = cluster.vault_fingerprint(LEGACY)
     files = file_digests(cluster, model)
     restarts = {u: cluster.key_changes(model, u) for u in cluster.units(model)}

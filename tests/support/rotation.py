@@ -64,13 +64,6 @@ def vault_key_fingerprint(cluster, backend: str) -> Optional[str]:
     return fingerprint(value) if value else None
 
 
-def deploy(cluster, units: int = 3):
-    """A model of the consumer with the layer's secure storage on, settled; returns (model, backend)."""
-    model = cluster.add_model("k8s", build="ss", units=units)
-    cluster.settle(fail_fast=True)
-    return model, cluster.new_backend(model)
-
-
 def leader(cluster, model: str) -> str:
     return cluster.controller.leader(model, APP)
 
