@@ -49,6 +49,9 @@ def includes_vaultlocker() -> bool:
     return vault_kv_options.charm_includes_vaultlocker()
 
 
+_in_line = []  # paths brought in line by write_encryption_config in this hook
+
+
 if config_path():  # the file is also the unit's local copy of the key: see secure_storage.local_readers
 
     @when(names.READY)
@@ -126,6 +129,7 @@ if config_path():  # the file is also the unit's local copy of the key: see secu
         else:
             clear_flag(names.ROTATING)
         set_flag(FLAG_CREATED)
+        _in_line.append(path)
 
     @when(names.READY, names.app_kv_flag(names.APP_KV_SET_KEY, KEY), FLAG_CREATED)
     def follow_the_charms_first_write():
@@ -134,9 +138,11 @@ if config_path():  # the file is also the unit's local copy of the key: see secu
         A unit that joins during a rotation gets Vault's key from the charm
         as ``key1``; charms.reactive runs a handler again in a hook only when
         one of its flags changed, so this one brings the file to the
-        rotation's names in the same hook.
+        rotation's names in the same hook.  Once the file was brought in line
+        in this hook (a hook is one process) there is nothing left to do.
         """
-        write_encryption_config()
+        if not _in_line:
+            write_encryption_config()
 
     @when(names.READY, names.REWRITTEN)
     def confirm_rewrite_from_charm():

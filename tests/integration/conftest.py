@@ -14,6 +14,7 @@ charmhelpers.osplatform.get_platform = lambda: "ubuntu"
 
 from tests.support import build_charms  # noqa: E402
 from tests.support.cluster import Cluster  # noqa: E402
+from tests.support.deployment import SnapshotDeployment  # noqa: E402
 from tests.support.openbao import OpenBaoServer  # noqa: E402
 from tests.support.openbao_raft import OpenBaoRaftCluster  # noqa: E402
 
@@ -74,6 +75,22 @@ def raft():
 def ha_cluster(raft, charms, tmp_path):
     """Three vault units, each publishing its own node's URL, as vault units without a VIP do."""
     return Cluster(raft, charms, workdir=str(tmp_path / "sim"), vault_units=3)
+
+
+@pytest.fixture(scope="module")
+def secure_storage_deployment(charms, tmp_path_factory):
+    """3 units with the layer's secure storage on, deployed once per module (single-node raft OpenBao)."""
+    deployment = SnapshotDeployment(charms, tmp_path_factory.mktemp("secure-storage"), build="ss", units=3)
+    yield deployment
+    deployment.cleanup()
+
+
+@pytest.fixture
+def secure_storage_deployed(secure_storage_deployment):
+    """That deployment as it was made: (cluster, model, backend)."""
+    cluster = secure_storage_deployment.fresh()
+    model = secure_storage_deployment.model
+    return cluster, model, cluster.new_backend(model)
 
 
 # The longest files first: with two workers taking files in collection order, a

@@ -6,31 +6,14 @@ apiserver was last started with: every unit's write key is a key of every other 
 and no key leaves a file before the rewrite is confirmed.
 """
 
-import pytest
 from charms.reactive import set_flag
 
 from tests.support import rotation
 from tests.support.cluster import APP, ENCRYPTION_CONFIG
-from tests.support.deployment import SnapshotDeployment
 
 RUNNING = rotation.RUNNING
 REWRITTEN = "layer.vault-kv.encryption-key.rewritten"
 leader = rotation.leader
-
-
-@pytest.fixture(scope="module")
-def as_deployed(charms, tmp_path_factory):
-    """3 units with the layer's secure storage on, deployed once for the module (single-node raft OpenBao)."""
-    deployment = SnapshotDeployment(charms, tmp_path_factory.mktemp("rotation"), build="ss", units=3)
-    yield deployment
-    deployment.cleanup()
-
-
-@pytest.fixture
-def deployed(as_deployed):
-    """The deployment as it was made: (cluster, model, backend)."""
-    cluster = as_deployed.fresh()
-    return cluster, as_deployed.model, cluster.new_backend(as_deployed.model)
 
 
 def ok(answer):
@@ -60,8 +43,10 @@ def assert_no_key_in_logs_or_statuses(cluster, model, values, *answers):
         assert not any(value in repr(answer) for value in values)
 
 
-def test_a_full_rotation_goes_through_every_phase_on_every_unit_and_restarts_each_apiserver_once(deployed):
-    cluster, model, backend = deployed
+def test_a_full_rotation_goes_through_every_phase_on_every_unit_and_restarts_each_apiserver_once(
+    secure_storage_deployed,
+):
+    cluster, model, backend = secure_storage_deployed
     old = cluster.vault_fingerprint(backend)
     invariant = rotation.RotationInvariant(cluster, model, backend)
     before = rotation.restarts(cluster, model)
@@ -114,8 +99,8 @@ def test_a_full_rotation_goes_through_every_phase_on_every_unit_and_restarts_eac
         assert cluster.controller.unit_file_mode(model, unit, ENCRYPTION_CONFIG) == 0o600
 
 
-def test_a_leader_change_in_every_phase_resumes_where_the_rotation_stood(deployed):
-    cluster, model, backend = deployed
+def test_a_leader_change_in_every_phase_resumes_where_the_rotation_stood(secure_storage_deployed):
+    cluster, model, backend = secure_storage_deployed
     invariant = rotation.RotationInvariant(cluster, model, backend)
     before = rotation.restarts(cluster, model)
     new = ok(rotation.action(cluster, model, leader(cluster, model), "rotate-encryption-key"))["new-key"]
@@ -149,8 +134,10 @@ def test_a_leader_change_in_every_phase_resumes_where_the_rotation_stood(deploye
     assert {k: v - before[k] for k, v in rotation.restarts(cluster, model).items()} == {u: 1 for u in units}
 
 
-def test_a_unit_added_in_the_promote_phase_is_brought_to_it_and_a_charm_flag_confirms_the_rewrite(deployed):
-    cluster, model, backend = deployed
+def test_a_unit_added_in_the_promote_phase_is_brought_to_it_and_a_charm_flag_confirms_the_rewrite(
+    secure_storage_deployed,
+):
+    cluster, model, backend = secure_storage_deployed
     invariant = rotation.RotationInvariant(cluster, model, backend)
     started = ok(rotation.action(cluster, model, leader(cluster, model), "rotate-encryption-key"))
     old, new = started["old-key"], started["new-key"]

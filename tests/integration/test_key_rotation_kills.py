@@ -6,29 +6,11 @@ again, dying one step later each time (as Juju retries a hook that died),
 until it gets through; ``RotationInvariant`` is checked after every run.
 """
 
-import pytest
-
 from tests.support import rotation
 from tests.support.cluster import ENCRYPTION_CONFIG
-from tests.support.deployment import SnapshotDeployment
 
 RUNNING = rotation.RUNNING
 leader = rotation.leader
-
-
-@pytest.fixture(scope="module")
-def as_deployed(charms, tmp_path_factory):
-    """3 units with the layer's secure storage on, deployed once for the module (single-node raft OpenBao)."""
-    deployment = SnapshotDeployment(charms, tmp_path_factory.mktemp("rotation"), build="ss", units=3)
-    yield deployment
-    deployment.cleanup()
-
-
-@pytest.fixture
-def deployed(as_deployed):
-    """The deployment as it was made: (cluster, model, backend)."""
-    cluster = as_deployed.fresh()
-    return cluster, as_deployed.model, cluster.new_backend(as_deployed.model)
 
 
 def settle_killing_at_every_step(cluster, model, after_hook, units):
@@ -69,8 +51,8 @@ def action_killing_at_every_step(cluster, model, unit, name):
     raise AssertionError("the action never finished")
 
 
-def test_killed_after_each_vault_request_and_file_write_the_rotation_resumes_and_loses_no_key(deployed):
-    cluster, model, backend = deployed
+def test_killed_after_each_vault_request_and_file_write_the_rotation_resumes_and_loses_no_key(secure_storage_deployed):
+    cluster, model, backend = secure_storage_deployed
     old = cluster.vault_fingerprint(backend)
     invariant = rotation.RotationInvariant(cluster, model, backend)
     before = rotation.restarts(cluster, model)

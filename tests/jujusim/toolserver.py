@@ -19,7 +19,6 @@ process that started it is gone.
 import atexit
 import io
 import os
-import signal
 import socketserver
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 # the hook's variables a tool reads, in the order the client sends them
 FIELDS = (
@@ -156,32 +155,21 @@ def ensure_running(python: str = sys.executable) -> Optional[int]:
     except (OSError, ValueError):
         stop()
         return None
+    atexit.unregister(stop)  # once, however often the server was started
     atexit.register(stop)
     return _port
 
 
 def stop() -> None:
-    """Stop the server by its process id (and the children still answering)."""
+    """Stop the server by its process id (a child still answering a call ends with that call)."""
+    from tests.support.openbao import stop_process
+
     global _process, _port
     if _process is not None:
-        try:
-            os.killpg(_process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            _process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(_process.pid, signal.SIGKILL)
-            _process.wait()
+        stop_process(_process)
         if _process.stdout:
             _process.stdout.close()
     _process, _port = None, None
-
-
-def tool_names() -> List[str]:
-    from tests.jujusim import hooktools
-
-    return sorted(hooktools.TOOLS)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,6 @@ from typing import Callable, Dict
 
 from charmhelpers.core import hookenv, unitdata
 
-ACTIONS = ("rotate-encryption-key", "encryption-key-status", "finish-encryption-key-rotation")
-
 
 def _bodies() -> Dict[str, Callable[[], Dict[str, str]]]:
     from charms.layer.vault_kv.secure_storage import coordination

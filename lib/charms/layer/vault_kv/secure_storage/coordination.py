@@ -47,9 +47,10 @@ def advance(app_kv: Any, state: Dict[str, Any]) -> Dict[str, Any]:
     if waiting:
         _log("key rotation: phase {} waits for {}".format(state["phase"], ", ".join(waiting)), hookenv.DEBUG)
         return state
-    if state["phase"] == rotation_state.REWRITE and not state.get("confirmed"):
+    try:
+        updates, following = rotation_state.next_state(state)
+    except RotationRefused:  # the rewrite is not confirmed yet
         return state
-    updates, following = rotation_state.next_state(state)
     app_kv.update(updates)
     _log("key rotation {}: entered phase {}".format(state["id"][:8], following["phase"]))
     return following
@@ -137,10 +138,9 @@ def status_report() -> Dict[str, str]:
     lists = {unit: ack.get("keys") for unit, ack in current.items()}
     for unit in units:
         prefix = "units.{}.".format(_action_key(unit))
-        ack = current.get(unit)
+        ack, keys = current.get(unit), lists.get(unit)
         report[prefix + "phase"] = ack.get("phase", "") if ack else "not reported"
-        report[prefix + "keys"] = _key_list(lists.get(unit))
-        keys = lists.get(unit)
+        report[prefix + "keys"] = _key_list(keys)
         report[prefix + "write-key"] = str(keys[0][0]) if isinstance(keys, list) and keys else "unknown"
         report[prefix + "same-as-others"] = str(
             bool(keys) and all(other == keys for name, other in lists.items() if name != unit)

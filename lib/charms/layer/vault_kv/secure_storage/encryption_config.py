@@ -176,11 +176,16 @@ def write_key(path: str, value: str) -> bool:
     remove_stale_temp_files(path)
     existing = _load(path)
     if existing is not None and read_key(path) == value:
-        if os.stat(path).st_mode & 0o777 != 0o600:
-            os.chmod(path, 0o600)
+        _make_private(path)
         return False  # already in use: the apiserver keeps reading the same bytes
     write_atomically(path, dump(render(value, existing)))
     return True
+
+
+def _make_private(path: str) -> None:
+    """A file left as it is still ends up 0600 (an older one may have been written 0644)."""
+    if os.stat(path).st_mode & 0o777 != 0o600:
+        os.chmod(path, 0o600)
 
 
 def remove_stale_temp_files(path: str) -> None:
@@ -281,13 +286,9 @@ def write_named_keys(path: str, keys: Sequence[Tuple[str, str]], drop: Sequence[
         raise ValueError("an encryption key is not a string of 16, 24 or 32 bytes")
     remove_stale_temp_files(path)
     existing = _load(path)
-    text = dump(render_named(keys, drop, existing))
-    if existing is not None:
-        with open(path) as handle:
-            same = handle.read() == text
-        if same or yaml.safe_load(text) == existing:
-            if os.stat(path).st_mode & 0o777 != 0o600:
-                os.chmod(path, 0o600)
-            return False
-    write_atomically(path, text)
+    document = render_named(keys, drop, existing)
+    if document == existing:
+        _make_private(path)
+        return False  # already what the phase asks: the apiserver keeps reading the same file
+    write_atomically(path, dump(document))
     return True
