@@ -48,6 +48,20 @@ class TestRequest:
         assert "layer.vault-kv.requested" not in flags
         assert juju["status"][0] == "blocked" and "charm-" in juju["status"][1]
 
+    @pytest.mark.parametrize("template", ["kv-{app}", "charm-{unit}"])
+    def test_bad_option_on_a_fresh_deploy_is_what_the_operator_sees(self, connected, flags, juju, template):
+        # Vault has not granted this unit anything yet: the wait for it must not hide the option's fault
+        connected.endpoint.unit_role_id = None
+        (juju["charm_dir"] / "layer.yaml").write_text(
+            json.dumps({"options": {"vault-kv": {"secrets-backend-format": template}}})
+        )
+        handlers.derive_app_kv_flags()
+        handlers.request_vault_access()
+        handlers.update_ready()
+        handlers.record_app_kv_hashes()
+        assert READY not in flags
+        assert juju["status"][0] == "blocked" and "secrets-backend-format" in juju["status"][1]
+
     def test_bad_option_after_an_upgrade_blocks_every_hook_and_starts_no_move(
         self, connected, flags, juju, unitdata_kv
     ):

@@ -248,6 +248,9 @@ def get_vault_config(backend_format: Optional[str] = None, **_ignored: Any) -> D
     VaultCredentialsInvalid when the only token Vault gave us is spent and no
     secret_id is stored.
     """
+    # the charm's own option first: a misconfiguration the operator must fix is
+    # what the unit shows, not the wait for Vault that would hide it
+    secret_backend = vault_kv_options.secret_backend_name(backend_format)
     endpoint = vault_endpoint()
     if endpoint is None or not endpoint.is_joined:
         raise VaultNotReady("the vault-kv relation is not joined")
@@ -268,7 +271,7 @@ def get_vault_config(backend_format: Optional[str] = None, **_ignored: Any) -> D
     return {
         "vault_url": vault_urls[0],
         "vault_urls": vault_urls,
-        "secret_backend": vault_kv_options.secret_backend_name(backend_format),
+        "secret_backend": secret_backend,
         "role_id": role_id,
         "secret_id": secret_id,
         "vault_ca": verify,
