@@ -124,3 +124,32 @@ def test_no_ambient_token_is_sent_with_the_login(hostile, monkeypatch, tmp_path)
     login, read = Hostile.seen_headers[0], Hostile.seen_headers[1]
     assert "X-Vault-Token" not in login
     assert read.get("X-Vault-Token") == "s.client"
+
+
+def _serve(handler):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, thread
+
+
+@pytest.mark.parametrize("mode", ["redirect", "login-redirect"])
+def test_a_redirecting_server_passes_the_request_to_the_next_vault_url(hostile, mode):
+    """A standby that cannot forward answers with a redirect: the next published URL serves."""
+
+    class Serving(Hostile):
+        mode = "ok"
+        seen_headers = []
+
+    Hostile.mode = mode
+    server, thread = _serve(Serving)
+    try:
+        live = "http://127.0.0.1:{}".format(server.server_address[1])
+        urls = {"vault_url": hostile, "vault_urls": [hostile, live], "role_id": ROLE, "secret_id": SECRET}
+        assert VaultSession(dict(urls, vault_ca=None)).read("charm-x/kv/app") == {"k": "v"}
+        assert Serving.seen_headers  # the second server answered
+        assert not any("127.0.0.2" in str(h) for h in Hostile.seen_headers + Serving.seen_headers)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -136,13 +136,15 @@ def checked_answer(answer: Any, doing: str) -> Optional[Dict[str, Any]]:
 
     hvac hands back the raw response when the body is not JSON, and for
     redirects, which are never followed: a redirect could take the token to
-    another host.
+    another host.  A redirect is what a standby that cannot forward answers
+    with: this server cannot serve, another vault unit's URL may
+    (``VaultUnreachable``).
     """
     if answer is None or isinstance(answer, dict):
         return answer
     status = getattr(answer, "status_code", None)
     if isinstance(status, int) and 300 <= status < 400:
-        raise VaultNotReady("Vault answered with a redirect, not followed, while {}".format(doing))
+        raise VaultUnreachable("Vault answered with a redirect, not followed, while {}".format(doing))
     if status == 204:
         return None
     raise VaultNotReady("Vault's answer was not JSON while {}".format(doing))
@@ -188,7 +190,12 @@ _session_class: Any = None
 
 
 def _indexed_session_class() -> Any:
-    """A ``requests.Session`` that sends this hook's latest write index and records new ones."""
+    """A ``requests.Session`` that sends this hook's latest write index and records new ones.
+
+    A redirect is refused here, for every request (a login too, whose answer
+    hvac would otherwise try to decode): this server cannot serve, the next
+    vault unit's URL may.
+    """
     global _session_class
     if _session_class is None:
         import requests
@@ -199,6 +206,8 @@ def _indexed_session_class() -> Any:
                 if write_index.value:
                     headers.setdefault(INDEX_HEADER, write_index.value)
                 response = super().request(method, url, headers=headers, **kwargs)
+                if response.is_redirect:  # never followed; see checked_answer
+                    raise VaultUnreachable("Vault answered with a redirect, not followed")
                 write_index.note(method, response.headers.get(INDEX_HEADER))
                 return response
 
@@ -293,14 +302,21 @@ class VaultSession:
         """Run one request at the first Vault URL that can serve it.
 
         A server that cannot serve (down, sealed, no active node, behind on
-        this hook's writes) passes the request to the next published URL,
-        with a login there; kv version 1 writes replace the whole secret, so
-        sending one again is safe.
+        this hook's writes, a standby answering with a redirect) passes the
+        request to the next published URL, with a login there; kv version 1
+        writes replace the whole secret, so sending one again is safe.  The
+        answer is checked here (``checked_answer``), so a redirect is one of
+        those servers.
         """
+        what = "{} {}".format(doing, path)
+
+        def checked(client: Any) -> Any:
+            return checked_answer(action(client), what)
+
         failure: Optional[VaultUnreachable] = None
         for _ in self._urls:
             try:
-                return self._call_here(doing, path, action)
+                return self._call_here(doing, path, checked)
             except VaultUnreachable as error:
                 failure = failure or error
                 if len(self._urls) == 1:
@@ -344,7 +360,6 @@ class VaultSession:
         mounted) is not "nothing stored": it raises, so that no caller takes
         an unavailable backend for an empty one.
         """
-        what = "reading " + path
 
         def get(client: Any) -> Any:
             import hvac.exceptions as hvac_errors
@@ -356,7 +371,7 @@ class VaultSession:
                     raise VaultNotReady("the backend of {} is not available (not mounted?)".format(path)) from None
                 return None
 
-        response = checked_answer(self._call("reading", path, get), what)
+        response = self._call("reading", path, get)
         if not response:
             return None
         data = response.get("data")
@@ -364,18 +379,17 @@ class VaultSession:
 
     def write(self, path: str, data: Dict[str, Any]) -> None:
         """Replace the secret at ``path`` with ``data`` (kv version 1 semantics)."""
-        answer = self._call("writing", path, lambda client: client.write_data(path, data=data))
-        checked_answer(answer, "writing " + path)
+        self._call("writing", path, lambda client: client.write_data(path, data=data))
 
     def list(self, path: str) -> List[str]:
         """The names under ``path`` (folders end with ``/``); empty when there are none."""
-        response = checked_answer(self._call("listing", path, lambda client: client.list(path)), "listing " + path)
+        response = self._call("listing", path, lambda client: client.list(path))
         keys = ((response or {}).get("data") or {}).get("keys") if isinstance(response, dict) else None
         return [k for k in keys if isinstance(k, str)] if isinstance(keys, list) else []
 
     def delete(self, path: str) -> None:
         """Remove the secret at ``path``."""
-        checked_answer(self._call("deleting", path, lambda client: client.delete(path)), "deleting " + path)
+        self._call("deleting", path, lambda client: client.delete(path))
 
 
 _sessions: Dict[Tuple[Tuple[str, ...], str, str, Any], VaultSession] = {}
