@@ -203,3 +203,19 @@ def test_a_write_over_vaults_size_limit_blocks_naming_the_limit_and_loses_nothin
         state, message = hookenv.status_get()
     assert cluster.bao.read(backend + "/kv/app") == before  # the store as it was: nothing half-written
     assert state == "blocked" and "max_request_json_strings" in message
+
+
+def test_a_write_over_rafts_entry_limit_blocks_naming_the_limit_and_loses_nothing(deployed):
+    """Raft refuses an entry over 1 MiB with a 500: not a transient "internal error", an operator's limit."""
+    cluster, model = deployed
+    backend = cluster.new_backend(model)
+    before = cluster.bao.read(backend + "/kv/app")
+    with cluster.controller.in_hook(model, LEADER):
+        from charmhelpers.core import hookenv
+
+        kv = vault_kv.VaultAppKV()
+        with pytest.raises(vault_kv.VaultOperatorActionNeeded, match="max_entry_size"):
+            kv["bulk"] = "x" * (1100 * 1024)
+        state, message = hookenv.status_get()
+    assert cluster.bao.read(backend + "/kv/app") == before
+    assert state == "blocked" and "max_entry_size" in message and "internal error" not in message

@@ -85,3 +85,18 @@ def test_a_request_refused_for_its_size_needs_the_operator_and_names_the_limit(e
     with pytest.raises(VaultOperatorActionNeeded, match="max_request"):
         with translate_errors("writing charm-x/kv/app"):
             raise error
+
+
+def test_raft_refusing_an_entry_for_its_size_needs_the_operator_and_names_the_limit():
+    """OpenBao on raft answers 500 "value being too large": not transient, not another server's to try."""
+    from charms.layer.vault_kv.errors import VaultOperatorActionNeeded, VaultUnreachable
+
+    text = "failed to write: put failed due to value being too large; got 1100106 bytes, max: 1048576 bytes"
+    with pytest.raises(VaultOperatorActionNeeded, match="max_entry_size") as raised:
+        with translate_errors("writing charm-x/kv/app"):
+            raise hvac.exceptions.InternalServerError(text, errors=["1 error occurred:\n\t* " + text])
+    assert not isinstance(raised.value, VaultUnreachable)
+    # any other 500 stays transient: another vault unit may serve
+    with pytest.raises(VaultUnreachable):
+        with translate_errors("writing charm-x/kv/app"):
+            raise hvac.exceptions.InternalServerError("local node not active", errors=["local node not active"])

@@ -107,6 +107,12 @@ def translate_errors(doing: str, login: bool = False) -> Iterator[None]:
     except hvac_errors.InvalidPath:
         raise VaultNotReady("Vault has no such path while {} (backend not mounted yet?)".format(doing)) from None
     except tuple(kind for kind, _, _ in transient) as error:
+        if isinstance(error, hvac_errors.InternalServerError) and _refused_by_storage_for_size(error):
+            raise VaultOperatorActionNeeded(
+                "Vault's storage refused the size of the write while {} (raft keeps at most 1 MiB an"
+                " entry, max_entry_size): keep fewer or smaller values in this store, or raise the"
+                " limit".format(doing)
+            ) from None
         reason, other = next((text, other) for kind, text, other in transient if isinstance(error, kind))
         raise (VaultUnreachable if other else VaultNotReady)("{} while {}".format(reason, doing)) from None
     except hvac_errors.VaultError as error:
@@ -129,6 +135,15 @@ def _refused_for_size(error: Exception) -> bool:
     text = " ".join(str(e) for e in (getattr(error, "errors", None) or [])) + " " + str(error)
     text = text.lower()
     return any(words in text for words in ("complexity", "exceeded maximum", "too large", "request body"))
+
+
+def _refused_by_storage_for_size(error: Exception) -> bool:
+    """Whether a 500 is raft refusing an entry over its size limit ("value being too large").
+
+    Not transient: the same write fails on every node, every time.
+    """
+    text = " ".join(str(e) for e in (getattr(error, "errors", None) or [])) + " " + str(error)
+    return "too large" in text.lower()
 
 
 def checked_answer(answer: Any, doing: str) -> Optional[Dict[str, Any]]:
