@@ -29,6 +29,7 @@ class FakeVault:
         self._ids = itertools.count(1)
         self.on_request = None  # callable(kind, path) run before each request
         self.unmounted: List[str] = []  # backends whose paths answer "no handler for route"
+        self.hidden: List[str] = []  # paths answered with a bare 404 though they hold data (a proxy, a lagging replica)
 
     # -- fault injection -----------------------------------------------------
 
@@ -110,7 +111,7 @@ class FakeClient:
         path = url[len("/v1/") :]
         self._request("read", path)
         self._authorise(path)
-        if path not in self._server.data:
+        if path not in self._server.data or path in self._server.hidden:
             mounted = any(path.startswith(m + "/") for m in self._server.unmounted) is False
             raise errors.InvalidPath(errors=None if mounted else ["no handler for route"])
         return {"data": dict(self._server.data[path])}
@@ -118,7 +119,7 @@ class FakeClient:
     def read(self, path: str) -> Optional[dict]:
         self._request("read", path)
         self._authorise(path)
-        if path not in self._server.data:
+        if path not in self._server.data or path in self._server.hidden:
             return None
         return {"data": dict(self._server.data[path])}
 

@@ -253,3 +253,83 @@ class TestRequestCounts:
         connected.down = True
         handlers.record_app_kv_hashes()  # must not raise
         assert any("hashes not recorded" in str(c) for c in hookenv.log.call_args_list)
+
+
+class TestA404ThatHidesData:
+    """A proxy or a lagging replica answers 404 for kv/app while it holds data: no flag moves, nothing is lost."""
+
+    STORED = {"encryption_key": "K", "other": "O"}
+
+    def steady(self, connected, flags):
+        connected.data[APP] = dict(self.STORED)
+        handlers.derive_app_kv_flags()
+        handlers.update_ready()
+        handlers.record_app_kv_hashes()
+        for flag in [f for f in flags if ".changed" in f]:
+            flags.discard(flag)
+        new_hook()
+
+    def generate_if_unset(self, flags):
+        """What kubernetes-control-plane's generate_encryption_key does, on the leader."""
+        if READY in flags and SET_KEY not in flags:
+            try:
+                vault_kv.VaultAppKV()["encryption_key"] = "NEW"
+            except vault_kv.VaultNotReady:
+                pass
+
+    def test_a_404_at_hook_start_is_waiting_and_moves_no_flag(self, connected, flags, juju):
+        self.steady(connected, flags)
+        before = set(flags)
+        connected.hidden.append(APP)
+        handlers.derive_app_kv_flags()
+        handlers.update_ready()
+        self.generate_if_unset(flags)
+        handlers.record_app_kv_hashes()
+        assert connected.data[APP] == self.STORED  # nothing written over it
+        assert flags == before - {READY}
+        assert juju["status"][0] == "waiting" and "K" not in juju["status"][1].replace("vault-kv", "")
+        connected.hidden.clear()  # the proxy recovers: the next hook is as before, nothing changed
+        new_hook()
+        handlers.derive_app_kv_flags()
+        handlers.update_ready()
+        assert flags == before and not any(".changed" in f for f in flags)
+
+    def test_a_404_on_a_unit_that_never_recorded_but_the_leader_published_data(
+        self, connected, flags, juju, unitdata_kv
+    ):
+        self.steady(connected, flags)
+        assert juju["leader_data"].get("vault-kv-nonce")  # the leader told the others that there is data
+        # a unit that has recorded nothing yet (it joined after the data was written)
+        for key in [k for k in unitdata_kv if "seen-hashes" in k]:
+            unitdata_kv.unset(key)
+        connected.data.pop("charm-app/kv/app-hashes/0")
+        flags.clear()
+        flags.update({"vault-kv.connected", "vault-kv.available"})
+        connected.hidden.append(APP)
+        handlers.update_ready()
+        assert READY not in flags and SET_KEY not in flags
+        assert juju["status"][0] == "waiting"
+
+    def test_a_404_when_rereading_before_a_write_writes_nothing(self, connected, flags):
+        self.steady(connected, flags)
+        kv = vault_kv.VaultAppKV()
+        connected.hidden.append(APP)
+        with pytest.raises(vault_kv.VaultNotReady):
+            kv["third"] = "T"
+        assert connected.data[APP] == self.STORED
+
+    def test_a_404_when_reading_back_at_hook_exit_writes_nothing_back(self, connected, flags):
+        self.steady(connected, flags)
+        vault_kv.VaultAppKV()["third"] = "T"
+        connected.hidden.append(APP)
+        handlers.record_app_kv_hashes()
+        assert connected.data[APP] == dict(self.STORED, third="T")
+
+    def test_data_the_leader_emptied_is_believed_empty(self, connected, flags, juju):
+        self.steady(connected, flags)
+        vault_kv.VaultAppKV().clear()
+        handlers.record_app_kv_hashes()
+        assert APP not in connected.data
+        new_hook()
+        handlers.update_ready()
+        assert READY in flags and SET_KEY not in flags

@@ -90,7 +90,12 @@ class _VaultBaseKV(dict, metaclass=_Singleton):
         self._fresh_for_write = False
         self._written: Set[str] = set()
         self._removed: Set[str] = set()
-        super().__init__(session.read(path) or {})
+        data = session.read(path)
+        if data is None:
+            why = self._data_expected()
+            if why:
+                raise VaultNotReady(_hidden_data_message(path, why))
+        super().__init__(data or {})
 
     # -- keeping Vault and the dict the same --------------------------------
 
@@ -98,7 +103,13 @@ class _VaultBaseKV(dict, metaclass=_Singleton):
         """Re-read the path once per hook before writing, to keep others' keys."""
         if self._fresh_for_write:
             return
-        self._take_in(self._session.read(self._path) or {})
+        latest = self._session.read(self._path)
+        if latest is None and len(self):
+            # only this unit (its own data) or the leader (app data) writes here: a 404
+            # after this hook read data is a proxy or a replica, and the write would
+            # replace every key with ours
+            raise VaultNotReady(_hidden_data_message(self._path, "this hook read data there; nothing written"))
+        self._take_in(latest or {})
         self._fresh_for_write = True
 
     def _take_in(self, latest: Dict[str, Any]) -> None:
@@ -125,6 +136,10 @@ class _VaultBaseKV(dict, metaclass=_Singleton):
 
     def _after_change(self, key: str) -> None:
         """Hook for subclasses: ``key``'s value in the dict changed."""
+
+    def _data_expected(self) -> Optional[str]:
+        """Hook for subclasses: why the path should hold data although Vault answered 404 (None: believed)."""
+        return None
 
     def _may_write(self, changed: List[str], deletes: List[str]) -> None:
         """Hook for subclasses: refuse a write that would change ``changed`` and remove ``deletes``."""
@@ -239,6 +254,10 @@ class _VaultBaseKV(dict, metaclass=_Singleton):
         self._apply({}, list(self))
 
 
+def _hidden_data_message(path: str, why: str) -> str:
+    return "Vault answered that {} holds nothing, though {} (a proxy or a lagging replica?)".format(path, why)
+
+
 def _json_copy(value: Any) -> Any:
     """The value as Vault will hand it back (tuples become lists, and so on)."""
     return json.loads(canonical_json(value))
@@ -306,7 +325,6 @@ class VaultAppKV(_VaultBaseKV):
         settle = type(self).settle_before_open
         missing = settle(session) if settle is not None and backend_format is None else []
         self._hash_path = "{}/kv/app-hashes/{}".format(backend, unit_number())
-        super().__init__("{}/kv/app".format(backend), session)
         # the hashes this unit recorded: its local copy of what it wrote to Vault,
         # else Vault's, else (new to this backend, after a move) what it has seen
         stored = vault_kv_local_copies.recorded_hashes(self._hash_path)
@@ -314,6 +332,8 @@ class VaultAppKV(_VaultBaseKV):
         if stored is None:
             stored = session.read(self._hash_path)
             self._vault_hashes_current = stored is not None
+        self._recorded = stored
+        super().__init__("{}/kv/app".format(backend), session)
         self._old_hashes: Dict[str, str] = stored if stored is not None else vault_kv_local_copies.seen_hashes()
         self._new_hashes: Dict[str, str] = {key: value_hash(value) for key, value in self.items()}
         self._awaited = set(vault_kv_local_copies.awaited_keys())
@@ -357,6 +377,30 @@ class VaultAppKV(_VaultBaseKV):
         current = {name for name in names if is_flag_set(name)} | {FLAG_PREFIX + "changed." + key}
         if self._manage_key_flags(key, current):
             self._toggle_any_changed(is_flag_set(FLAG_ANY_CHANGED))
+
+    def _data_expected(self) -> Optional[str]:
+        """Why ``kv/app`` should hold data though Vault answered 404; None when the answer is believed.
+
+        A proxy or a lagging replica can answer 404 for a secret that exists;
+        taken for "nothing stored" it would drop every ``set`` flag and invite
+        the charm to write a new value over the whole secret.  Believed only
+        when nothing this unit knows says there is data, or when the leader
+        published the digest of no data (it emptied the store itself).
+        """
+        digest = hookenv.leader_get(names.LEADER_NONCE)
+        if digest == fingerprint([]):
+            return None
+        if self._recorded:
+            return "this unit recorded values there"
+        # a backend a move filled says what it brought (a key it could not bring is awaited, not hidden)
+        marker = self._session.read("{}/kv/migration".format(backend_of(self)))
+        if isinstance(marker, dict) and marker.get("keys"):
+            return "a move filled this backend"
+        if isinstance(marker, dict) and marker.get("missing"):
+            return None  # the move found nothing to bring: those keys are awaited
+        if digest:
+            return "the leader published values there"
+        return None
 
     def missing_after_move(self) -> List[str]:
         """Keys a move to this backend could not bring, still awaited (see ``local_copies``)."""
@@ -427,7 +471,11 @@ class VaultAppKV(_VaultBaseKV):
         """
         if not self._written:
             return []
-        latest = self._session.read(self._path) or {}
+        latest = self._session.read(self._path)
+        if latest is None and len(self):
+            log("{} read back as nothing (a proxy or a lagging replica?); not written again".format(self._path))
+            return []
+        latest = latest or {}
         lost = sorted(key for key in self._written - self._removed if key in self and key not in latest)
         if lost:
             mapping = dict(latest)
