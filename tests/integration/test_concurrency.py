@@ -3,8 +3,8 @@
 kv version 1 has no check-and-set, so two writers can drop each other's keys.
 The layer lets only the leader write (as Juju's leader-set does) and trusts
 an is-leader answer for less than Juju's 30-second leadership lease, so two
-units never both write; at hook exit the data is read back once and keys
-another write dropped are written back.
+units never both write; a leader's writes start from what its hook read
+(a new leader reads after the old one's last write).
 """
 
 from pathlib import Path

@@ -32,6 +32,14 @@ def vault_kv_flags():
     return set(get_flags())
 
 
+def others_may_write():
+    """A key awaited after a move: a non-leader may fill it during this hook, so the leader's
+    writes re-read the path first and read it back at exit (otherwise only the leader writes)."""
+    from charms.layer.vault_kv import local_copies
+
+    local_copies.set_awaited_keys(["awaited"])
+
+
 def logged_text():
     return " ".join(str(call) for call in hookenv.log.call_args_list)
 
@@ -47,6 +55,7 @@ class TestNoWriteDropsAKey:
 
     def test_keys_another_unit_wrote_during_the_hook_are_kept(self, vault):
         vault.data[APP] = {"a": 1}
+        others_may_write()
         kv = VaultAppKV()
         vault.data[APP] = {"a": 1, "from_other_unit": "x"}  # written after our read
         kv["b"] = 2
@@ -54,10 +63,26 @@ class TestNoWriteDropsAKey:
         assert kv["from_other_unit"] == "x"
 
     def test_the_path_is_reread_only_once_per_hook(self, vault):
+        others_may_write()
         kv = VaultAppKV()
         for n in range(5):
             kv["k{}".format(n)] = n
         assert [r for r in vault.requests if r == ("read", APP)] == [("read", APP)] * 2
+
+    def test_the_leader_alone_neither_rereads_nor_reads_back(self, vault, flags):
+        """Only the leader writes app data (and unit data only its unit): what this hook read is current."""
+        vault.data[APP] = {"a": 1}
+        kv = VaultAppKV()
+        for n in range(3):
+            kv["k{}".format(n)] = n
+        assert kv.restore_lost_writes() == []
+        VaultUnitKV()["u"] = 1
+        assert [r for r in vault.requests if r[0] == "read" and "/kv/" in r[1]] == [
+            ("read", HASHES),
+            ("read", APP),
+            ("read", "charm-app/kv/unit/0"),
+        ]
+        assert vault.data[APP] == {"a": 1, "k0": 0, "k1": 1, "k2": 2}
 
     def test_update_writes_several_keys_in_one_request(self, vault):
         kv = VaultAppKV()
@@ -318,6 +343,7 @@ class TestLostWrites:
 
     def test_a_key_dropped_by_another_writer_is_written_back_once(self, vault, juju):
         vault.data[APP] = {"a": 1}
+        others_may_write()
         kv = VaultAppKV()
         kv["mine"] = "M"
         vault.data[APP] = {"a": 1, "theirs": "T"}  # another writer, from a read before ours
@@ -327,6 +353,7 @@ class TestLostWrites:
         assert "layer.vault-kv.app-kv.set.theirs" in vault_kv_flags()
 
     def test_a_value_another_writer_wrote_later_is_kept(self, vault, juju):
+        others_may_write()
         kv = VaultAppKV()
         kv["k"] = "ours"
         vault.data[APP] = {"k": "theirs"}
@@ -445,6 +472,7 @@ class TestHashesAndFlags:
 
     def test_a_change_seen_on_the_reread_raises_its_flag(self, vault, flags):
         vault.data[APP] = {"a": 1}
+        others_may_write()
         kv = VaultAppKV()
         kv.update_hashes()
         flags.clear()

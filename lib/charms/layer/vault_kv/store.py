@@ -88,6 +88,7 @@ class _VaultBaseKV(dict, metaclass=_Singleton):
         self._path = path
         self._session = session
         self._fresh_for_write = False
+        self._read_back_at_exit = False
         self._written: Set[str] = set()
         self._removed: Set[str] = set()
         data = session.read(path)
@@ -144,6 +145,14 @@ class _VaultBaseKV(dict, metaclass=_Singleton):
     def _may_write(self, changed: List[str], deletes: List[str]) -> None:
         """Hook for subclasses: refuse a write that would change ``changed`` and remove ``deletes``."""
 
+    def _others_may_write(self) -> bool:
+        """Hook for subclasses: whether another unit may write this path during this hook.
+
+        Unit data is written by its unit only: what this hook read is what is
+        there, so a write needs no re-read and no read-back.
+        """
+        return False
+
     @staticmethod
     def _check(key: Any, value: Any) -> None:
         if not isinstance(key, str) or not key:
@@ -159,7 +168,10 @@ class _VaultBaseKV(dict, metaclass=_Singleton):
             self._check(key, value)
         # round-trip through JSON so the dict holds what Vault will hand back
         updates = {key: _json_copy(value) for key, value in updates.items()}
-        self._refresh_before_first_write()
+        if self._others_may_write():
+            # kv v1 has no check-and-set: read again, and read back at hook exit
+            self._refresh_before_first_write()
+            self._read_back_at_exit = True
         deletes = [key for key in deletes if key in self]
         changed = [
             key
@@ -307,14 +319,28 @@ class VaultAppKV(_VaultBaseKV):
         is-leader is a hook tool (charmhelpers does not cache it): its answer
         is reused for LEADERSHIP_TRUSTED_SECONDS, inside Juju's lease.
         """
+        if self._is_leader():
+            return
+        if deletes or not set(changed) <= (self._awaited - set(self)):
+            raise VaultAppKVNotLeader("only the leader changes VaultAppKV; this unit is not the leader")
+
+    def _is_leader(self) -> bool:
+        """is-leader, asked at most every LEADERSHIP_TRUSTED_SECONDS (a hook tool call each time)."""
         now = time.monotonic()
         if self._leader is None or now - self._leader_asked_at > LEADERSHIP_TRUSTED_SECONDS:
             self._leader = hookenv.is_leader()
             self._leader_asked_at = now
-        if self._leader:
-            return
-        if deletes or not set(changed) <= (self._awaited - set(self)):
-            raise VaultAppKVNotLeader("only the leader changes VaultAppKV; this unit is not the leader")
+        return bool(self._leader)
+
+    def _others_may_write(self) -> bool:
+        """Whether another unit may write the app data during this hook.
+
+        Only the leader changes it; a non-leader writes only to fill a key a
+        move could not bring.  So the leader's writes need no re-read before
+        and no read-back after, unless keys are awaited (a non-leader may be
+        filling one at the same time); a non-leader's fill needs both.
+        """
+        return bool(self._awaited) or not self._is_leader()
 
     def __init__(self, *_args: Any, backend_format: Optional[str] = None, **_kwds: Any) -> None:
         if vault_kv_backend.needed():
@@ -469,7 +495,7 @@ class VaultAppKV(_VaultBaseKV):
         keeps that value (it wrote later); keys it added are taken in, with
         their flags.  Returns the keys written back.
         """
-        if not self._written:
+        if not self._written or not self._read_back_at_exit:
             return []
         latest = self._session.read(self._path)
         if latest is None and len(self):
