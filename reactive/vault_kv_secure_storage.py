@@ -52,7 +52,9 @@ def includes_vaultlocker() -> bool:
 _in_line = []  # paths brought in line by write_encryption_config in this hook
 
 
-if config_path():  # the file is also the unit's local copy of the key: see secure_storage.local_readers
+secure_storage.register_the_file_as_local_copy()  # when on: the file is the unit's own copy of the key
+
+if config_path():
 
     @when(names.READY)
     @when_not(names.app_kv_flag(names.APP_KV_SET_KEY, KEY))

@@ -135,3 +135,27 @@ def test_a_file_that_exists_but_cannot_be_read_blocks_and_generates_nothing(stor
     storage.write_encryption_config()
     assert storage.path.read_bytes() == before  # and the file is not replaced either
     assert CREATED not in flags and juju["status"][0] == "blocked"
+
+
+def test_the_generic_layer_does_not_know_secure_storage():
+    """Secure storage registers its file through the public registration; nothing generic imports it."""
+    import ast
+
+    from tests.unit.conftest import ROOT
+
+    generic = [p for p in (ROOT / "lib/charms/layer/vault_kv").glob("*.py")] + [ROOT / "reactive/vault_kv.py"]
+    for path in generic:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + ["{}.{}".format(node.module, a.name) for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            assert not any("secure_storage" in name for name in names), path.name
+
+
+def test_the_file_is_registered_as_the_local_copy_only_when_on(storage, vault, juju):
+    on_disk = vault_kv_encryption_config.generate_key()
+    vault_kv_encryption_config.write_key(str(storage.path), on_disk)
+    assert vault_kv_local_copies.registered_keys() == ["encryption_key"]
+    assert vault_kv_local_copies.local_value("encryption_key") == on_disk

@@ -5,8 +5,9 @@ Charms import this package as they imported the old layer's module::
     from charms.layer import vault_kv
     vault_kv.VaultAppKV()["key"] = "value"
 
-Public: ``VaultAppKV``, ``VaultUnitKV``, ``get_vault_config`` and the
-exceptions.  ``_get_secret_backend`` is private but kept, because
+Public: ``VaultAppKV``, ``VaultUnitKV``, ``get_vault_config``,
+``register_local_copy`` (a charm's own copy of an app value, trusted when a
+move has to restore it) and the exceptions.  ``_get_secret_backend`` is private but kept, because
 kubernetes-control-plane 1.27 and 1.28 call it.  Everything else in this
 package is private to the layer:
 
@@ -35,6 +36,7 @@ from charms.layer.vault_kv.errors import (
     VaultOperatorActionNeeded,
     VaultUnreachable,
 )
+from charms.layer.vault_kv.local_copies import register_local_copy
 from charms.layer.vault_kv.store import (
     VaultAppKV,
     VaultUnitKV,
@@ -57,6 +59,7 @@ __all__ = [
     "VaultUnitKV",
     "VaultAppKV",
     "get_vault_config",
+    "register_local_copy",
     "reset_cached_state",
     "backend_of",
     "_get_secret_backend",

@@ -30,19 +30,17 @@ _local_sources: Dict[str, Callable[[], Optional[Any]]] = {}
 
 
 def _sources() -> Dict[str, Callable[[], Optional[Any]]]:
-    """Every local copy: secure storage's file (when on), then what the charm registered."""
-    from charms.layer.vault_kv import secure_storage
-
-    sources = dict(secure_storage.local_readers())
-    sources.update(_local_sources)
-    return sources
+    """Every local copy registered in this process (the charm's, secure storage's file when on)."""
+    return dict(_local_sources)
 
 
 def register_local_copy(key: str, reader: Callable[[], Optional[Any]]) -> None:
     """Register ``reader`` as this unit's own copy of app key ``key``.
 
-    ``reader`` returns the value, or None if the unit has none; it must not
-    raise for a missing or unreadable copy.
+    ``reader`` returns the value, or None if the unit has none; an exception
+    it raises is logged by type and read as "no copy".  Public as
+    ``charms.layer.vault_kv.register_local_copy``: the layer's own secure
+    storage registers its file through it like any charm would.
     """
     _local_sources[key] = reader
 

@@ -6,7 +6,7 @@ The kube-apiserver EncryptionConfiguration file, written from
 Nothing in the generic layer depends on this subpackage.
 """
 
-from typing import Callable, Dict, Optional
+from typing import Optional
 
 from charms.layer.vault_kv import options as vault_kv_options
 from charms.layer.vault_kv.secure_storage import encryption_config
@@ -30,6 +30,13 @@ def read_local_key() -> Optional[str]:
     return encryption_config.read_key(path) if path else None
 
 
-def local_readers() -> Dict[str, Callable[[], Optional[str]]]:
-    """With secure storage on: the unit's file is its own copy of ``encryption_key``."""
-    return {KEY: read_local_key} if config_path() else {}
+def register_the_file_as_local_copy() -> None:
+    """With secure storage on, the unit's file is its own copy of ``encryption_key``.
+
+    Registered through the layer's public registration, as any charm would:
+    the generic key-value layer knows nothing of secure storage.
+    """
+    from charms.layer.vault_kv import register_local_copy
+
+    if config_path():
+        register_local_copy(KEY, read_local_key)
