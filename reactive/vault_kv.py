@@ -26,7 +26,7 @@ from charms.reactive import (
 from charms.layer import vault_kv
 from charms.layer.vault_kv import backend as vault_kv_backend
 from charms.layer.vault_kv import migration as vault_kv_migration
-from charms.layer.vault_kv import names
+from charms.layer.vault_kv import names, quiet_hooks
 from charms.layer.vault_kv import status as vault_kv_status
 
 FLAG_READY = names.READY
@@ -95,13 +95,23 @@ def update_ready():
     answers a unit name only once, so a relation removed and added again (or a
     refresh back to an earlier name) carries no role id or token for this
     unit, and the credentials it held before are what it can log in with.
+
+    In a hook where nothing changed (``quiet_hooks``) Vault is not asked:
+    ``ready`` and the app-kv flags stay as the last answer left them.  When
+    the hourly freshness check is the only reason to ask and Vault cannot
+    answer, nothing moves either; refused credentials still block.
     """
+    if quiet_hooks.reason_to_ask() is None:
+        return
     try:
         app_kv = vault_kv.VaultAppKV()
     except vault_kv.VaultOperatorActionNeeded as error:
         clear_flag(FLAG_READY)
         vault_kv_status.blocked(str(error))
     except vault_kv.VaultNotReady as error:
+        if quiet_hooks.only_for_freshness():
+            hookenv.log("vault-kv: freshness check not answered, next hook asks again: {}".format(error))
+            return
         clear_flag(FLAG_READY)
         vault_kv_status.waiting(str(error))
     else:
@@ -146,16 +156,28 @@ def relation_gone():
 
 
 def derive_app_kv_flags():
-    """At hook start: read the app data so its flags are true for this hook.
+    """At hook start: read the app data so its flags are true for this hook, if anything changed.
 
-    When Vault cannot be reached the app-kv flags keep their last known
-    values (clearing ``set.{key}`` would invite a charm to generate a new
-    value); only ``layer.vault-kv.ready`` is cleared.  Nothing escapes: an
-    exception here would fail every hook of the unit.
+    A hook in which nothing changed (``quiet_hooks``: the leader's digest is
+    the one this unit recorded, the relation is the same, ...) asks Vault
+    nothing: the flags are as the last answer left them.  When Vault cannot
+    be reached the app-kv flags keep their last known values (clearing
+    ``set.{key}`` would invite a charm to generate a new value); only
+    ``layer.vault-kv.ready`` is cleared, and not even that when only the
+    hourly freshness check asked.  Nothing escapes: an exception here would
+    fail every hook of the unit.
     """
+    if quiet_hooks.reason_to_ask() is None:
+        return
     try:
         vault_kv.VaultAppKV()
+    except vault_kv.VaultOperatorActionNeeded as error:
+        clear_flag(FLAG_READY)
+        hookenv.log("vault-kv: app data not read at hook start: {}".format(error), level=hookenv.DEBUG)
     except vault_kv.VaultNotReady as error:
+        if quiet_hooks.only_for_freshness():
+            hookenv.log("vault-kv: freshness check not answered at hook start: {}".format(error), level=hookenv.DEBUG)
+            return
         clear_flag(FLAG_READY)
         hookenv.log("vault-kv: app data not read at hook start: {}".format(error), level=hookenv.DEBUG)
     except Exception as error:  # a defect, or input nobody foresaw: never fail the hook for it
@@ -177,9 +199,12 @@ def record_app_kv_hashes():
                 store.log_writes()
         if app_kv is None:
             return
-        if app_kv.any_changed() and hookenv.is_leader():
-            hookenv.leader_set({vault_kv_migration.LEADER_NONCE: app_kv.data_digest()})
+        # the leader's digest tells every unit, without asking Vault, whether the data changed
+        digest = app_kv.data_digest()
+        if hookenv.is_leader() and hookenv.leader_get(vault_kv_migration.LEADER_NONCE) != digest:
+            hookenv.leader_set({vault_kv_migration.LEADER_NONCE: digest})
         app_kv.update_hashes()
+        quiet_hooks.record_asked()
     except vault_kv.VaultNotReady as error:
         hookenv.log("vault-kv: hashes not recorded, next hook will: {}".format(error), level=hookenv.WARNING)
     except Exception as error:  # never fail a hook at its very end

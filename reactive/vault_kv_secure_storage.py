@@ -55,6 +55,7 @@ _in_line = []  # paths brought in line by write_encryption_config in this hook
 secure_storage.register_the_file_as_local_copy()  # when on: the file is the unit's own copy of the key
 
 if config_path():
+    vault_kv.ask_vault_when(secure_storage.why_ask_vault)
 
     @when(names.READY)
     @when_not(names.app_kv_flag(names.APP_KV_SET_KEY, KEY))
@@ -95,6 +96,8 @@ if config_path():
             return
         if includes_vaultlocker() and not is_flag_set(FLAG_CREATED):
             return  # the charm's create_secure_storage mounts, writes and sets created itself
+        if vault_kv.quiet_hook() and secure_storage.file_as_last_synced():
+            return  # nothing changed in Vault, no rotation runs, the file is as last brought in line
         path = config_path()
         try:
             app_kv = vault_kv.VaultAppKV()
@@ -122,6 +125,7 @@ if config_path():
             )
             return
         clear_flag(FLAG_FAILED)
+        secure_storage.remember_synced()
         if changed:
             hookenv.log("vault-kv: wrote the encryption configuration {}".format(path), level=hookenv.INFO)
         if rotation.reload_needed():

@@ -124,6 +124,7 @@ def test_a_policy_that_does_not_grant_the_path_is_not_ready(deployed):
     with cluster.controller.in_hook(model, OTHER):
         with pytest.raises(vault_kv.VaultNotReady, match="does not grant reading"):
             vault_kv.VaultAppKV()
+    cluster.make_next_hooks_ask_vault(model)  # a hook that must ask (a quiet one asks nothing)
     cluster.controller.queue(model, OTHER, "update-status")
     cluster.settle()
     assert "layer.vault-kv.ready" not in cluster.flags(model, OTHER)
@@ -139,6 +140,7 @@ def test_outage_gives_not_ready_without_flag_flapping_or_a_new_key(cluster_for, 
     cluster.settle()
     key = cluster.vault_fingerprint(cluster.new_backend(model))
     restarts = {unit: cluster.key_changes(model, unit) for unit in cluster.units(model)}
+    cluster.make_next_hooks_ask_vault(model)  # hooks that must ask; while nothing changes: test_quiet_hooks.py
     bao.seal() if outage == "sealed" else bao.stop()
     for unit in cluster.units(model):
         cluster.controller.queue(model, unit, "update-status")

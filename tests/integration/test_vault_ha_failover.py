@@ -29,6 +29,7 @@ def test_a_sealed_node_then_a_killed_active_node_fail_no_hook_and_lose_no_key(ra
     raft.make_standby(node0)
     raft.seal(node0)
     assert node0.health() == 503 and raft.active() is not None  # node 0 alone is sealed
+    cluster.make_next_hooks_ask_vault(model)  # hooks that ask (one in which nothing changed asks nothing)
     cluster.update_status(model)
     for unit in units:
         assert READY in cluster.flags(model, unit), cluster.controller.status(model, unit)
@@ -46,7 +47,8 @@ def test_a_sealed_node_then_a_killed_active_node_fail_no_hook_and_lose_no_key(ra
         if len(hooks_run) == 2:
             raft.kill(active)
 
-    for _ in range(3):  # three rounds (the queue holds one update-status per unit)
+    for _ in range(3):  # three rounds (the queue holds one update-status per unit), each asking Vault
+        cluster.make_next_hooks_ask_vault(model)
         for unit in units:
             cluster.controller.queue(model, unit, "update-status")
         cluster.settle(fail_fast=True, after_hook=kill_after_second_hook)

@@ -71,6 +71,15 @@ class Cluster:
             self.controller.queue(model, unit, "update-status")
         self.settle()
 
+    def make_next_hooks_ask_vault(self, model: str) -> None:
+        """Forget each unit's record of its last answer from Vault, as if the relation had changed.
+
+        A hook in which nothing changed does not ask Vault (issue 19); a test of
+        what a hook does when it must ask and Vault cannot answer starts here.
+        """
+        for unit in self.units(model):
+            self.controller.forget_unitdata(model, unit, ["layer.vault-kv.last-asked"])
+
     def refresh_secrets(self) -> None:
         """The vault charm's refresh-secrets action: a new secret_id for every unit."""
         self._refreshes = getattr(self, "_refreshes", 0) + 1

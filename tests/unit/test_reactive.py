@@ -189,8 +189,13 @@ class TestHookExit:
         handlers.record_app_kv_hashes()
         added = connected.requests[len(before) :]
         assert [kind for kind, _ in added] == ["login", "read"]  # seen hashes come from the local copy
-        assert juju["leader_data"] == {"vault-kv-backend": "charm-app"}
-        assert hookenv.leader_set.call_count == 1
+        # the leader publishes the digest of what it recorded once, so that other units need not ask
+        assert juju["leader_data"]["vault-kv-nonce"] == vault_kv.VaultAppKV().data_digest()
+        calls = hookenv.leader_set.call_count
+        new_hook()
+        handlers.derive_app_kv_flags()
+        handlers.record_app_kv_hashes()
+        assert hookenv.leader_set.call_count == calls
 
     def test_a_hook_reads_vaults_hashes_only_when_its_local_copy_is_missing(self, connected, unitdata_kv):
         connected.data[APP] = {"encryption_key": "K"}
@@ -340,3 +345,108 @@ class TestA404ThatHidesData:
         new_hook()
         handlers.update_ready()
         assert READY in flags and SET_KEY not in flags
+
+
+class TestQuietHooks:
+    """Issue 19: a hook in which nothing changed costs Vault nothing; the leader's digest says what changed."""
+
+    def hook(self, connected, body=lambda: None):
+        """One hook of this unit: the layer's start, its handlers, the charm's ``body``, its exit."""
+        new_hook()
+        before = len(connected.requests)
+        handlers.derive_app_kv_flags()
+        handlers.update_ready()
+        handlers.check_config_changed()
+        body()
+        handlers.record_app_kv_hashes()
+        return [kind for kind, _ in connected.requests[before:]]
+
+    def settled(self, connected, flags, juju):
+        connected.data[APP] = {"encryption_key": "K"}
+        handlers.request_vault_access()
+        self.hook(connected)
+        self.hook(connected)  # the leader's digest published, this unit's record matches it
+        for flag in [f for f in flags if ".changed" in f]:
+            flags.discard(flag)
+        juju["status"] = ("active", "charm: ready")
+        return set(flags)
+
+    @pytest.mark.parametrize("leader", [True, False])
+    def test_a_hook_in_which_nothing_changed_asks_vault_nothing(self, connected, flags, juju, leader):
+        if not leader:
+            juju["leader_data"]["vault-kv-nonce"] = None
+        before = self.settled(connected, flags, juju)
+        juju["leader"] = leader
+        if not leader:  # the leader published the digest of the same data
+            juju["leader_data"]["vault-kv-nonce"] = vault_kv.VaultAppKV().data_digest()
+        for _ in range(3):
+            assert self.hook(connected) == []
+        assert flags == before and READY in flags
+        assert juju["status"] == ("active", "charm: ready")
+
+    def test_a_non_leader_told_of_a_change_asks_once_and_raises_the_changed_flags(self, connected, flags, juju):
+        self.settled(connected, flags, juju)
+        juju["leader"] = False
+        connected.data[APP] = {"encryption_key": "K2"}  # the leader changed it ...
+        juju["leader_data"]["vault-kv-nonce"] = "another-digest"  # ... and said so in leader data
+        cost = self.hook(connected)
+        assert cost == ["login", "read", "write"]  # the data, and this unit's hashes at exit
+        assert "layer.vault-kv.app-kv.changed.encryption_key" in flags
+
+    def test_the_hourly_freshness_check_asks_and_finds_a_change_made_behind_the_leaders_back(
+        self, connected, flags, juju, monkeypatch
+    ):
+        from charms.layer.vault_kv import quiet_hooks
+
+        self.settled(connected, flags, juju)
+        connected.data[APP] = {"encryption_key": "K", "by-an-operator": "x"}
+        assert self.hook(connected) == []
+        later = quiet_hooks.time.time() + quiet_hooks.CHECK_EVERY_SECONDS + 1
+        monkeypatch.setattr(quiet_hooks.time, "time", lambda: later)
+        assert self.hook(connected)[:2] == ["login", "read"]
+        assert "layer.vault-kv.app-kv.set.by-an-operator" in flags
+        assert self.hook(connected) == []  # and quiet again for the next hour
+
+    @pytest.mark.parametrize("fault", ["sealed", "down"])
+    def test_a_freshness_check_vault_cannot_answer_moves_nothing(self, connected, flags, juju, monkeypatch, fault):
+        from charms.layer.vault_kv import quiet_hooks
+
+        before = self.settled(connected, flags, juju)
+        later = quiet_hooks.time.time() + quiet_hooks.CHECK_EVERY_SECONDS + 1
+        monkeypatch.setattr(quiet_hooks.time, "time", lambda: later)
+        setattr(connected, fault, True)
+        self.hook(connected)
+        assert flags == before and juju["status"] == ("active", "charm: ready")
+        setattr(connected, fault, False)
+        assert self.hook(connected)[:2] == ["login", "read"]  # asked again, since it was not answered
+
+    def test_a_change_vault_cannot_answer_is_waiting_and_keeps_the_set_flags(self, connected, flags, juju):
+        self.settled(connected, flags, juju)
+        juju["leader_data"]["vault-kv-nonce"] = "another-digest"
+        connected.sealed = True
+        self.hook(connected)
+        assert READY not in flags and SET_KEY in flags
+        assert juju["status"][0] == "waiting"
+
+    def test_a_hook_that_died_after_writing_asks_vault_in_the_next(self, connected, flags, juju, unitdata_kv):
+        self.settled(connected, flags, juju)
+        new_hook()
+        handlers.derive_app_kv_flags()
+        saved = set(flags)
+        vault_kv.VaultAppKV()["new"] = "N"  # the write reached Vault ...
+        flags.clear()
+        flags.update(saved)  # ... then the hook died: its flags were rolled back, not the pending mark
+        assert unitdata_kv.get("layer.vault-kv.write-pending")
+        assert self.hook(connected)[:2] == ["login", "read"]
+        assert "layer.vault-kv.app-kv.set.new" in flags
+
+    def test_new_credentials_on_the_relation_are_tried_at_once(self, connected, flags, juju):
+        self.settled(connected, flags, juju)
+        connected.endpoint.vault_url = "http://10.0.0.2:8200"
+        assert self.hook(connected)[:2] == ["login", "read"]
+
+    def test_a_charm_that_reads_a_value_in_a_quiet_hook_gets_it_from_vault(self, connected, flags, juju):
+        self.settled(connected, flags, juju)
+        seen = []
+        cost = self.hook(connected, lambda: seen.append(vault_kv.VaultAppKV()["encryption_key"]))
+        assert seen == ["K"] and cost[:2] == ["login", "read"]

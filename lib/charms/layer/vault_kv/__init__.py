@@ -7,7 +7,9 @@ Charms import this package as they imported the old layer's module::
 
 Public: ``VaultAppKV``, ``VaultUnitKV``, ``get_vault_config``,
 ``register_local_copy`` (a charm's own copy of an app value, trusted when a
-move has to restore it) and the exceptions.  ``_get_secret_backend`` is private but kept, because
+move has to restore it), ``ask_vault_when`` (a reason of the charm's for a
+hook to ask Vault although no app value changed; see ``quiet_hooks``) and
+the exceptions.  ``_get_secret_backend`` is private but kept, because
 kubernetes-control-plane 1.27 and 1.28 call it.  Everything else in this
 package is private to the layer:
 
@@ -37,6 +39,7 @@ from charms.layer.vault_kv.errors import (
     VaultUnreachable,
 )
 from charms.layer.vault_kv.local_copies import register_local_copy
+from charms.layer.vault_kv.quiet_hooks import ask_vault_when, quiet_hook
 from charms.layer.vault_kv.store import (
     VaultAppKV,
     VaultUnitKV,
@@ -60,6 +63,8 @@ __all__ = [
     "VaultAppKV",
     "get_vault_config",
     "register_local_copy",
+    "ask_vault_when",
+    "quiet_hook",
     "reset_cached_state",
     "backend_of",
     "_get_secret_backend",

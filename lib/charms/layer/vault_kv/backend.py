@@ -8,7 +8,7 @@ on the relation.  When the two differ the data must move first (``needed``),
 and the stores wait (``VaultNotReady``) until it has.
 """
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Set
 
 from charmhelpers.core import hookenv, unitdata
 from charms.reactive import is_flag_set
@@ -49,9 +49,9 @@ def set_active(where: Dict[str, str]) -> None:
     unitdata.kv().flush()
 
 
-def needed() -> bool:
-    """Whether this unit's data must move before the layer can be ready."""
-    if is_flag_set(names.MIGRATION_IN_PROGRESS):
+def needed(flags: Optional[Set[str]] = None) -> bool:
+    """Whether this unit's data must move before the layer can be ready (``flags``: the set flags, if read)."""
+    if (names.MIGRATION_IN_PROGRESS in flags) if flags is not None else is_flag_set(names.MIGRATION_IN_PROGRESS):
         return True
     current = active()
     return current is not None and current != wanted()

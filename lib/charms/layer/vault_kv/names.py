@@ -38,8 +38,12 @@ AVAILABLE = _flag("vault-kv.available", "(interface) Vault published its URL and
 REQUESTED = _flag("layer.vault-kv.requested", "access was requested for the current backend and unit name")
 READY = _flag(
     "layer.vault-kv.ready",
-    "Vault answered this hook and the app-kv flags are up to date; cleared while Vault is unreachable,"
-    " while data moves to a new backend, and when the relation goes",
+    "Vault answered this unit with its credentials, within the last hour and since the last change it was"
+    " told of (leader data, relation), and the app-kv flags are as of that answer; cleared when a change"
+    " cannot be read (Vault unreachable), while data moves to a new backend, and when the relation goes."
+    " Not cleared when only the hourly freshness check went unanswered. kubernetes-control-plane gates its"
+    " apiserver on it at hook start and vaultlocker configures on it: both see it set through quiet hooks,"
+    " as before",
 )
 CONFIG_CHANGED = _flag("layer.vault-kv.config.changed", "the URL or credentials changed (the charm clears it)")
 APP_KV_PREFIX = "layer.vault-kv.app-kv."
@@ -119,6 +123,16 @@ JOINED_EMPTY = _unitdata(
 )
 UNIT_SECRETS_NOT_COPIED = _unitdata(
     "layer.vault-kv.unit-secrets-not-copied", "the old backend whose {hostname}/ secrets a move could not copy"
+)
+LAST_ASKED = _unitdata(
+    "layer.vault-kv.last-asked", "when this unit last had an answer from Vault, and a digest of the relation then"
+)
+WRITE_PENDING = _unitdata(
+    "layer.vault-kv.write-pending", "an app-data write of this unit not yet recorded at a hook exit: ask Vault"
+)
+ENCRYPTION_CONFIG_SYNCED = _unitdata(
+    "layer.vault-kv.encryption-config-synced",
+    "(secure storage on) sha256 of the file as last brought in line with Vault",
 )
 STATUS_MESSAGE = _unitdata("layer.vault-kv.status-message", "the status message the layer set last (never the charm's)")
 REQUEST_CHANGED = _unitdata(

@@ -24,7 +24,7 @@ from charms.reactive import clear_flag, get_flags, is_flag_set, set_flag
 
 from charms.layer.vault_kv import backend as vault_kv_backend
 from charms.layer.vault_kv import local_copies as vault_kv_local_copies
-from charms.layer.vault_kv import names
+from charms.layer.vault_kv import names, quiet_hooks
 from charms.layer.vault_kv import options as vault_kv_options
 from charms.layer.vault_kv import status as vault_kv_status
 from charms.layer.vault_kv.credentials import get_vault_config
@@ -126,6 +126,7 @@ class _VaultBaseKV(dict, metaclass=_Singleton):
 
     def _store(self, mapping: Dict[str, Any]) -> None:
         """Write the whole mapping (a kv v1 write replaces what is there)."""
+        self._before_write()
         try:
             if mapping:
                 self._session.write(self._path, mapping)
@@ -141,6 +142,9 @@ class _VaultBaseKV(dict, metaclass=_Singleton):
     def _data_expected(self) -> Optional[str]:
         """Hook for subclasses: why the path should hold data although Vault answered 404 (None: believed)."""
         return None
+
+    def _before_write(self) -> None:
+        """Hook for subclasses: called before every write of this store's path."""
 
     def _may_write(self, changed: List[str], deletes: List[str]) -> None:
         """Hook for subclasses: refuse a write that would change ``changed`` and remove ``deletes``."""
@@ -323,6 +327,10 @@ class VaultAppKV(_VaultBaseKV):
             return
         if deletes or not set(changed) <= (self._awaited - set(self)):
             raise VaultAppKVNotLeader("only the leader changes VaultAppKV; this unit is not the leader")
+
+    def _before_write(self) -> None:
+        """Until its hook exit records it, the write makes the next hooks ask Vault (see quiet_hooks)."""
+        quiet_hooks.note_write_pending()
 
     def _is_leader(self) -> bool:
         """is-leader, asked at most every LEADERSHIP_TRUSTED_SECONDS (a hook tool call each time)."""
@@ -566,3 +574,4 @@ def reset_cached_state() -> None:
     VaultAppKV.forget()
     VaultUnitKV.forget()
     forget_sessions()
+    quiet_hooks.forget()

@@ -6,8 +6,12 @@ The kube-apiserver EncryptionConfiguration file, written from
 Nothing in the generic layer depends on this subpackage.
 """
 
-from typing import Optional
+import hashlib
+from typing import Optional, Set
 
+from charmhelpers.core import unitdata
+
+from charms.layer.vault_kv import names
 from charms.layer.vault_kv import options as vault_kv_options
 from charms.layer.vault_kv.secure_storage import encryption_config
 
@@ -40,3 +44,38 @@ def register_the_file_as_local_copy() -> None:
 
     if config_path():
         register_local_copy(KEY, read_local_key)
+
+
+def _file_digest() -> Optional[str]:
+    """sha256 of the file's bytes (a digest, never the key), None without a file."""
+    path = config_path()
+    try:
+        with open(path, "rb") as handle:  # type: ignore[arg-type]
+            return hashlib.sha256(handle.read()).hexdigest()
+    except (OSError, TypeError):
+        return None
+
+
+def remember_synced() -> None:
+    """The file is now in line with Vault (and the rotation's phase): later hooks compare against it."""
+    unitdata.kv().set(names.ENCRYPTION_CONFIG_SYNCED, _file_digest())
+
+
+def file_as_last_synced() -> bool:
+    """Whether the file is byte for byte what it was when last brought in line with Vault."""
+    synced = unitdata.kv().get(names.ENCRYPTION_CONFIG_SYNCED)
+    return synced is not None and synced == _file_digest()
+
+
+def why_ask_vault(flags: Set[str]) -> Optional[str]:
+    """Registered with the layer's ``ask_vault_when``: secure storage's reasons for a hook to ask Vault.
+
+    A rotation runs over many hooks and needs Vault in each (phases,
+    acknowledgements); a file that changed since it was last brought in line
+    (the charm wrote it, an operator removed it) is checked against Vault.
+    """
+    if names.ROTATING in flags:
+        return "a key rotation is running"
+    if names.SECURE_STORAGE_CREATED in flags and not file_as_last_synced():
+        return "the encryption configuration changed"
+    return None

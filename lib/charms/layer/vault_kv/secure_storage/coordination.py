@@ -52,6 +52,7 @@ def advance(app_kv: Any, state: Dict[str, Any]) -> Dict[str, Any]:
     except RotationRefused:  # the rewrite is not confirmed yet
         return state
     app_kv.update(updates)
+    rotation.follow(following)
     _log("key rotation {}: entered phase {}".format(state["id"][:8], following["phase"]))
     return following
 
@@ -79,6 +80,7 @@ def start() -> Dict[str, str]:
         current, in_file[0][0], [name for name, _ in in_file], encryption_config.generate_key()
     )
     app_kv[rotation_state.ROTATION_KEY] = following  # the new key exists from here on, in Vault only
+    rotation.follow(following)
     _log("key rotation {}: started, phase add".format(following["id"][:8]))
     return {
         "id": following["id"],

@@ -21,7 +21,7 @@ import os
 from typing import Any, Dict, List, Optional, Tuple
 
 from charmhelpers.core import hookenv
-from charms.reactive import is_flag_set
+from charms.reactive import clear_flag, is_flag_set, set_flag
 
 from charms.layer.vault_kv import names
 from charms.layer.vault_kv.secure_storage import config_path, encryption_config, rotation_state
@@ -41,12 +41,24 @@ def read_state(app_kv: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     file then keeps every key it has, which never loses a Secret.
     """
     state = app_kv.get(rotation_state.ROTATION_KEY)
-    if state is None:
-        return None
-    if not _well_formed(state):
+    if state is not None and not _well_formed(state):
         hookenv.log("vault-kv: the encryption key rotation state is malformed; ignored", level=hookenv.WARNING)
-        return None
+        state = None
+    follow(state)
     return state
+
+
+def follow(state: Optional[Dict[str, Any]]) -> None:
+    """Keep ``layer.vault-kv.encryption-key.rotating`` as the state in Vault says, wherever it is read or written.
+
+    A running rotation makes every hook ask Vault (phases, acknowledgements;
+    see ``secure_storage.why_ask_vault``), so the flag must be up from the
+    hook or action that started it, not only from the next file write.
+    """
+    if rotation_state.is_running(state):
+        set_flag(names.ROTATING)
+    else:
+        clear_flag(names.ROTATING)
 
 
 def _well_formed(state: Any) -> bool:
