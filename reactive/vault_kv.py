@@ -25,6 +25,7 @@ from charms.reactive import (
 
 from charms.layer import vault_kv
 from charms.layer.vault_kv import backend as vault_kv_backend
+from charms.layer.vault_kv import lifecycle as vault_kv_lifecycle
 from charms.layer.vault_kv import migration as vault_kv_migration
 from charms.layer.vault_kv import names, quiet_hooks
 from charms.layer.vault_kv import status as vault_kv_status
@@ -155,64 +156,12 @@ def relation_gone():
     vault_kv.VaultAppKV._clear_all_flags()
 
 
-def derive_app_kv_flags():
-    """At hook start: read the app data so its flags are true for this hook, if anything changed.
+# Hook start and exit are in the library (``vault_kv.lifecycle``): hook start is
+# registered when the library is first imported, before the charm's own start
+# callbacks (kubernetes-control-plane's check_vault_pending reads ready there);
+# loading this module lets it work in this process, i.e. in hooks, not in actions.
+derive_app_kv_flags = vault_kv_lifecycle.at_hook_start
+record_app_kv_hashes = vault_kv_lifecycle.at_hook_exit
 
-    A hook in which nothing changed (``quiet_hooks``: the leader's digest is
-    the one this unit recorded, the relation is the same, ...) asks Vault
-    nothing: the flags are as the last answer left them.  When Vault cannot
-    be reached the app-kv flags keep their last known values (clearing
-    ``set.{key}`` would invite a charm to generate a new value); only
-    ``layer.vault-kv.ready`` is cleared, and not even that when only the
-    hourly freshness check asked.  Nothing escapes: an exception here would
-    fail every hook of the unit.
-    """
-    if quiet_hooks.reason_to_ask() is None:
-        return
-    try:
-        vault_kv.VaultAppKV()
-    except vault_kv.VaultOperatorActionNeeded as error:
-        clear_flag(FLAG_READY)
-        hookenv.log("vault-kv: app data not read at hook start: {}".format(error), level=hookenv.DEBUG)
-    except vault_kv.VaultNotReady as error:
-        if quiet_hooks.only_for_freshness():
-            hookenv.log("vault-kv: freshness check not answered at hook start: {}".format(error), level=hookenv.DEBUG)
-            return
-        clear_flag(FLAG_READY)
-        hookenv.log("vault-kv: app data not read at hook start: {}".format(error), level=hookenv.DEBUG)
-    except Exception as error:  # a defect, or input nobody foresaw: never fail the hook for it
-        clear_flag(FLAG_READY)
-        hookenv.log(
-            "vault-kv: app data not read at hook start: unexpected {}".format(type(error).__name__),
-            level=hookenv.ERROR,
-        )
-
-
-def record_app_kv_hashes():
-    """At hook exit: record what this unit has seen; the leader wakes the others.  Nothing escapes."""
-    app_kv = vault_kv.VaultAppKV.loaded()
-    try:
-        if app_kv is not None:
-            app_kv.restore_lost_writes()
-        for store in (app_kv, vault_kv.VaultUnitKV.loaded()):
-            if store is not None:
-                store.log_writes()
-        if app_kv is None:
-            return
-        # the leader's digest tells every unit, without asking Vault, whether the data changed
-        digest = app_kv.data_digest()
-        if hookenv.is_leader() and hookenv.leader_get(vault_kv_migration.LEADER_NONCE) != digest:
-            hookenv.leader_set({vault_kv_migration.LEADER_NONCE: digest})
-        app_kv.update_hashes()
-        quiet_hooks.record_asked()
-    except vault_kv.VaultNotReady as error:
-        hookenv.log("vault-kv: hashes not recorded, next hook will: {}".format(error), level=hookenv.WARNING)
-    except Exception as error:  # never fail a hook at its very end
-        hookenv.log(
-            "vault-kv: hashes not recorded, next hook will: unexpected {}".format(type(error).__name__),
-            level=hookenv.ERROR,
-        )
-
-
-hookenv.atstart(derive_app_kv_flags)
+vault_kv_lifecycle.arm()
 hookenv.atexit(record_app_kv_hashes)

@@ -6,6 +6,7 @@ apiserver was last started with: every unit's write key is a key of every other 
 and no key leaves a file before the rewrite is confirmed.
 """
 
+from charmhelpers.core import hookenv
 from charms.reactive import set_flag
 
 from tests.support import rotation
@@ -13,6 +14,7 @@ from tests.support.cluster import APP, ENCRYPTION_CONFIG
 
 RUNNING = rotation.RUNNING
 REWRITTEN = "layer.vault-kv.encryption-key.rewritten"
+PENDING = "kubernetes-control-plane.vault-kv.pending"  # the charm's, set or cleared by its hook-start check
 leader = rotation.leader
 
 
@@ -50,6 +52,16 @@ def test_a_full_rotation_goes_through_every_phase_on_every_unit_and_restarts_eac
     old = cluster.vault_fingerprint(backend)
     invariant = rotation.RotationInvariant(cluster, model, backend)
     before = rotation.restarts(cluster, model)
+    # the actions do their own work only: the charm's hook-start check and final status
+    # (kubernetes-control-plane's check_vault_pending and set_final_status) run in hooks
+    first = leader(cluster, model)
+    marked = {"status": "maintenance", "message": "left by the test"}
+    with cluster.controller.in_hook(model, first):
+        hookenv.status_set(marked["status"], marked["message"])
+        set_flag(PENDING)  # Vault is ready: the charm's hook-start check would clear it
+    hashes_path = "{}/kv/app-hashes/{}".format(backend, first.split("/")[1])
+    assert rotation.ROTATION_KEY not in cluster.bao.read(hashes_path)
+    assert ok(rotation.action(cluster, model, first, "encryption-key-status"))["phase"] == "none"
 
     started = ok(rotation.action(cluster, model, leader(cluster, model), "rotate-encryption-key"))
     assert started["phase"] == "add" and started["old-key"] == old and started["new-key"] != old
@@ -61,6 +73,8 @@ def test_a_full_rotation_goes_through_every_phase_on_every_unit_and_restarts_eac
     assert "phase add" in refused(early)
     not_leader = [u for u in cluster.units(model) if u != leader(cluster, model)][0]
     assert "leader" in refused(rotation.action(cluster, model, not_leader, "rotate-encryption-key"))
+    assert cluster.controller.status(model, first) == marked and PENDING in cluster.flags(model, first)
+    assert rotation.ROTATION_KEY in cluster.bao.read(hashes_path)  # the layer's own record of its write
 
     seen = {}
     for _ in range(6):
@@ -68,6 +82,7 @@ def test_a_full_rotation_goes_through_every_phase_on_every_unit_and_restarts_eac
         seen[rotation.phase(cluster, backend)] = rotation.file_key_lists(cluster, model)
         if rotation.phase(cluster, backend) == "rewrite":
             break
+    assert cluster.controller.status(model, first) != marked and PENDING not in cluster.flags(model, first)  # hooks ran
     report = ok(rotation.action(cluster, model, leader(cluster, model), "encryption-key-status"))
     assert report["phase"] == "rewrite" and report["waiting-for"] == "none"
     assert "finish-encryption-key-rotation" in report["next"] and "StorageVersionMigration" in report["next"]

@@ -238,3 +238,49 @@ def test_the_actions_refuse_off_the_leader_and_with_secure_storage_off(juju, vau
     (juju["charm_dir"] / "layer.yaml").write_text("{}")
     with pytest.raises(rs.RotationRefused, match="secure storage is off"):
         coordination.start()
+
+
+# -- the actions: their own work, and this layer's record of it ------------------------------------
+
+
+def run_action(name, monkeypatch):
+    """Run the layer's action ``name``; returns (results, failure message or None)."""
+    from charmhelpers.core import hookenv
+
+    from charms.layer import vault_kv
+    from charms.layer.vault_kv.secure_storage import actions
+
+    monkeypatch.setattr(actions, "_open_vault_endpoint", lambda: None)  # conftest's endpoint stands in
+    vault_kv.reset_cached_state()  # each action is a process of its own
+    hookenv.action_set.reset_mock()
+    hookenv.action_fail.reset_mock()
+    actions.run(name)
+    results = hookenv.action_set.call_args[0][0] if hookenv.action_set.called else None
+    failure = hookenv.action_fail.call_args[0][0] if hookenv.action_fail.called else None
+    return results, failure
+
+
+def test_the_status_action_only_reads_and_rotate_records_the_leaders_hashes_and_wakes_the_others(
+    juju, vault, secure_storage_on, monkeypatch
+):
+    from charms.layer.vault_kv.hashing import value_hash
+    from charms.layer.vault_kv.names import LEADER_NONCE
+
+    vault.data["charm-app/kv/app"] = {"encryption_key": OLD}
+    ec.write_named_keys(secure_storage_on, [("key1", OLD)])
+
+    report, failure = run_action("encryption-key-status", monkeypatch)
+    assert failure is None and report["phase"] == "none" and report["vault-key"] == rs.key_fingerprint(OLD)
+    assert [request for request in vault.requests if request[0] in ("write", "delete")] == []  # only reads
+    assert "charm-app/kv/app-hashes/0" not in vault.data and LEADER_NONCE not in juju["leader_data"]
+
+    started, failure = run_action("rotate-encryption-key", monkeypatch)
+    assert failure is None and started["phase"] == "add"
+    app = vault.data["charm-app/kv/app"]
+    assert app["encryption_key"] == OLD and app[rs.ROTATION_KEY]["id"] == started["id"]
+    hashes = vault.data["charm-app/kv/app-hashes/0"]  # recorded as at a hook's exit
+    assert hashes == {key: value_hash(value) for key, value in app.items()}
+    assert juju["leader_data"][LEADER_NONCE]  # the other units get leader-settings-changed
+
+    _results, failure = run_action("finish-encryption-key-rotation", monkeypatch)
+    assert "phase add" in failure

@@ -57,13 +57,30 @@ def test_the_request_moves_to_the_new_backend_and_name_after_legacy_credentials_
 
 
 def test_while_moving_the_store_is_not_loaded_and_flags_keep_their_values(legacy_unit, flags):
-    upgrade(legacy_unit, flags)
+    handlers.request_again_if_changed()
+    handlers.request_vault_access()  # Vault has not answered the new request yet
+    vault_kv.reset_cached_state()
     flags.add("layer.vault-kv.ready")
-    handlers.derive_app_kv_flags()
+    handlers.derive_app_kv_flags()  # the next hook's start: the move cannot finish
     assert "layer.vault-kv.ready" not in flags
+    assert "layer.vault-kv.migration.in-progress" in flags
     assert "layer.vault-kv.app-kv.set.encryption_key" in flags
     with pytest.raises(vault_kv.VaultNotReady, match="moving"):
         vault_kv.VaultAppKV()
+
+
+def test_a_move_vault_answered_finishes_at_hook_start_and_the_unit_is_ready_before_any_handler(
+    legacy_unit, flags, unitdata_kv
+):
+    upgrade(legacy_unit, flags)  # upgrade-charm; then Vault answers the new request
+    vault_kv.reset_cached_state()
+    flags.discard("layer.vault-kv.ready")  # not ready while moving
+    handlers.derive_app_kv_flags()  # the next hook's start, before the charm's own start callbacks
+    assert "layer.vault-kv.migration.done" in flags and "layer.vault-kv.migration.in-progress" not in flags
+    assert "layer.vault-kv.ready" in flags
+    assert "layer.vault-kv.app-kv.changed.encryption_key" not in flags  # the upgrade restarts nothing
+    assert legacy_unit.data[NEW + "/kv/app"] == {"encryption_key": KEY}
+    assert unitdata_kv[vault_kv_backend.KV_ACTIVE] == {"backend": NEW, "unit_name": UUID + "-app/0"}
 
 
 def test_leader_copies_verifies_announces_and_no_changed_flag_is_raised(legacy_unit, flags, juju, unitdata_kv):

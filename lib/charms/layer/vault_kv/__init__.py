@@ -20,6 +20,7 @@ package is private to the layer:
 - ``backend``: which backend and unit name this build wants, and which one
   the unit's data is in (``wanted``/``active``).
 - ``migration``: moving data from ``charm-{app}`` to ``charm-{model-uuid}-{app}``.
+- ``lifecycle``: what the layer does at hook start and exit (and an action records).
 - ``local_copies``: what a unit knows without Vault (seen hashes, local
   copies of values a charm or secure storage registered).
 - ``hashing``, ``options``, ``status``, ``errors``: small helpers.
@@ -28,6 +29,7 @@ package is private to the layer:
   kubernetes-control-plane's key); nothing else depends on it.
 """
 
+from charms.layer.vault_kv import lifecycle as _lifecycle
 from charms.layer.vault_kv import migration as _migration
 from charms.layer.vault_kv.credentials import get_vault_config
 from charms.layer.vault_kv.errors import (
@@ -51,6 +53,10 @@ from charms.layer.vault_kv.store import (
 # The one place the parts are wired together: a unit that joined with no data of
 # its own settles (waits for a move to finish) before its app data is read.
 VaultAppKV.settle_before_open = _migration.settle_without_legacy
+
+# Hook start is registered on the first import of this package, so that it runs
+# before the start callbacks of a charm that imports it (see ``lifecycle``).
+_lifecycle.register()
 
 __all__ = [
     "VaultNotReady",

@@ -15,6 +15,13 @@ base layer (tests/layers/basic-sim), as the real one keeps it.
 - ``restart_apiserver_for_encryption_key``: the key changed -> a restart.
 - ``configure_apiserver``: ``apiserver.configured`` unset -> the apiserver is
   (re)started with the file as it is, and the flag set again.
+- ``check_vault_pending`` (``hookenv.atstart``, registered at this module's
+  import, after it imported ``charms.layer.vault_kv``, as in the charm): a
+  vault-kv relation expected (goal-state) or connected and
+  ``layer.vault-kv.ready`` unset at hook start -> ``...vault-kv.pending``, and
+  ``report`` (the charm's ``set_final_status``, ``hookenv.atexit``) then shows
+  "Waiting for encryption info from Vault to secure secrets" for the whole hook,
+  whatever the layer did during it.
 - upgrade-charm -> ``maybe_heal_vault_kv``: compares the published backend with
   ``vault_kv._get_secret_backend()``; on a change clears
   ``layer.vault-kv.requested`` and (leader) sets ``...secure-storage.migrate``;
@@ -57,6 +64,7 @@ def token_generator(length=32):
 
 @hookenv.atstart
 def check_vault_pending():
+    """At hook start only, as kubernetes-control-plane 1.28 does: nothing re-checks it later in the hook."""
     try:
         goal_state = hookenv.goal_state()
     except NotImplementedError:
