@@ -89,6 +89,7 @@ def rotate(cluster: Cluster, model: str) -> list:
                         leader
                     )
                 )
+                rotation.rewrite_stored_secrets(cluster, model)
                 rotation.action(cluster, model, leader, "finish-encryption-key-rotation")
             if phase == "done":
                 break

@@ -95,6 +95,7 @@ def test_a_full_rotation_goes_through_every_phase_on_every_unit_and_restarts_eac
             "same-as-others": "true",
         }
     assert "finish-encryption-key-rotation" in cluster.controller.status(model, leader(cluster, model))["message"]
+    rotation.rewrite_stored_secrets(cluster, model)
     finished = ok(rotation.action(cluster, model, leader(cluster, model), "finish-encryption-key-rotation"))
     rotation.drive(cluster, model, backend, lambda: rotation.phase(cluster, backend) == "done", after_hook=invariant)
     seen["done"] = rotation.file_key_lists(cluster, model)
@@ -140,6 +141,7 @@ def test_a_leader_change_in_every_phase_resumes_where_the_rotation_stood(secure_
         if rotation.phase(cluster, backend) == "done":
             break
         if rotation.phase(cluster, backend) == "rewrite" and not rotation.state(cluster, backend).get("confirmed"):
+            rotation.rewrite_stored_secrets(cluster, model)
             ok(rotation.action(cluster, model, leader(cluster, model), "finish-encryption-key-rotation"))
         rotation.drive(cluster, model, backend, lambda: True, after_hook=after_hook, rounds=1)
     assert phases == ["add", "promote", "rewrite", "retire", "done"]
@@ -167,6 +169,7 @@ def test_a_unit_added_in_the_promote_phase_is_brought_to_it_and_a_charm_flag_con
 
     rotation.drive(cluster, model, backend, lambda: rotation.phase(cluster, backend) == "rewrite", after_hook=invariant)
     # here the charm rewrites the Secrets itself and says so with the layer's flag, not the action
+    rotation.rewrite_stored_secrets(cluster, model)
     with cluster.controller.in_hook(model, leader(cluster, model)):
         set_flag(REWRITTEN)
     rotation.drive(cluster, model, backend, lambda: rotation.phase(cluster, backend) == "done", after_hook=invariant)

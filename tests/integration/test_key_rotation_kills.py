@@ -70,6 +70,7 @@ def test_killed_after_each_vault_request_and_file_write_the_rotation_resumes_and
         kills += settle_killing_at_every_step(cluster, model, invariant, killed)
         assert rotation.state(cluster, backend)["phase"] == "done" or rotation.state(cluster, backend)["new"] == new
         if rotation.phase(cluster, backend) == "rewrite" and not rotation.state(cluster, backend)["confirmed"]:
+            rotation.rewrite_stored_secrets(cluster, model)
             action_killing_at_every_step(cluster, model, leader(cluster, model), "finish-encryption-key-rotation")
         if rotation.phase(cluster, backend) == "done":
             break

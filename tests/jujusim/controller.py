@@ -12,6 +12,7 @@ mount namespace), so files a charm writes to absolute paths such as
 its own host name (a private UTS namespace), as units on separate machines.
 """
 
+import importlib.util
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ import tempfile
 import uuid as uuidlib
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from tests.jujusim import hooktools, toolserver
 from tests.jujusim.state import app_units, locked, queue_hook, relation_ends, unit_key
@@ -31,6 +32,26 @@ from tests.jujusim.state import app_units, locked, queue_hook, relation_ends, un
 TOOLS_DIR = Path(hooktools.__file__).resolve()
 TESTS_DIR = TOOLS_DIR.parent.parent
 REPO_DIR = TESTS_DIR.parent
+HOOK_SITE = TESTS_DIR / "jujusim" / "hook_site"
+# test helpers a test charm imports (vault-sim: tests.support.vault_provider), copied for its hooks
+HOOK_HELPERS = ["support/vault_provider.py"]
+
+
+def _python_files(root: Path) -> Dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*.py") if "__pycache__" not in p.parts}
+
+
+def _library_files() -> Dict[str, bytes]:
+    """This process's layer:vault-kv library (the checkout's), as it is when the simulator is imported:
+    with the rest of the test code, before the charms are built; later edits to the tree do not count."""
+    try:
+        spec = importlib.util.find_spec("charms.layer.vault_kv")
+    except ImportError:  # no layer importable here: nothing for in_hook to run
+        return {}
+    return _python_files(Path(spec.origin).resolve().parent) if spec is not None and spec.origin else {}
+
+
+LIBRARY_AT_IMPORT = _library_files()
 
 
 class HookFailed(Exception):
@@ -91,12 +112,38 @@ class Controller:
                 link.chmod(0o755)
             elif not link.exists():
                 link.symlink_to(launcher)
+        self.hook_helpers = self._copy_hook_helpers()
         self.hook_env: Dict[str, str] = {}  # extra environment for every hook (fault injection)
         self.hooks_run: List[Dict[str, Any]] = []
+        # called with (item, finished process) after every hook, failed or not (checks of an invariant)
+        self.after_every_hook: List[Callable[[Dict[str, Any], subprocess.CompletedProcess], None]] = []
         self.unit_env: Dict[Any, Dict[str, str]] = {}  # extra environment for one unit's hooks
         self.kills: List[Dict[str, Any]] = []
         with locked(self.state_path):
             pass
+
+    def _copy_hook_helpers(self) -> Path:
+        """A folder holding only the test helpers test charms import, as the ``tests`` package.
+
+        Hooks get it and ``hook_site`` on ``PYTHONPATH``, never this checkout:
+        its ``reactive/`` would come before the charm's own (``reactive`` is a
+        namespace package, and ``PYTHONPATH`` precedes the charm dir charms.reactive
+        appends), so a charm built from other reactive files would run this
+        checkout's handlers.
+        """
+        helpers = self.workdir / "hook-helpers"
+        for name in HOOK_HELPERS:
+            target = helpers / "tests" / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(str(TESTS_DIR / name), str(target))
+            for package in target.relative_to(helpers).parents:
+                if package.parts:
+                    (helpers / package / "__init__.py").touch()
+        return helpers
+
+    def hook_pythonpath(self) -> str:
+        """``PYTHONPATH`` of a hook or action: the simulator's sitecustomize and the copied test helpers only."""
+        return "{}:{}".format(HOOK_SITE, self.hook_helpers)
 
     # -- snapshots (one deployment, many runs) ---------------------------------
 
@@ -360,13 +407,16 @@ class Controller:
         The real charmhelpers and charms.reactive read the unit's relation
         data, leader data and unitdata through the simulator; the endpoints
         are set up as at hook start, and relation data and unitdata are
-        written back at the end, as after a successful hook.
+        written back at the end, as after a successful hook.  The layer's
+        library is this process's (the checkout's): a unit whose charm carries
+        a different one is refused.
         """
         from charmhelpers.core import hookenv, unitdata
         from charms.reactive.endpoints import Endpoint
 
         from charms.layer import vault_kv
 
+        self._check_in_process_layer(model, unit)
         saved = dict(os.environ)
         os.environ.clear()
         os.environ.update(self.hook_environment(model, unit, hook))
@@ -389,6 +439,15 @@ class Controller:
             os.environ.clear()
             os.environ.update(saved)
 
+    def _check_in_process_layer(self, model: str, unit: str) -> None:
+        """``in_hook`` runs the test process's layer library, not the unit's: refuse a unit whose charm has another."""
+        theirs = Path(self.unit(model, unit)["dir"]) / "charm" / "lib" / "charms" / "layer" / "vault_kv"
+        if _python_files(theirs) != LIBRARY_AT_IMPORT:
+            raise RuntimeError(
+                "in_hook would run this process's layer:vault-kv library, but {}'s charm carries another"
+                " ({}): run that unit's own code with start_hook_script".format(unit, theirs)
+            )
+
     def run_hook(self, item: Dict[str, Any]) -> subprocess.CompletedProcess:
         """Run one queued hook as a process; returns the finished process."""
         model, unit, hook = item["model"], item["unit"], item["hook"]
@@ -397,7 +456,7 @@ class Controller:
         if not (charm_dir / "hooks" / hook).exists():
             return subprocess.CompletedProcess([hook], 0, "", "")
         env = self.hook_environment(model, unit, hook, item)
-        env["PYTHONPATH"] = "{}:{}".format(TESTS_DIR / "jujusim" / "hook_site", REPO_DIR)
+        env["PYTHONPATH"] = self.hook_pythonpath()
         env.update(self.hook_env)
         env.update(self.unit_env.get((model, unit), {}))
         process = subprocess.run(
@@ -412,6 +471,8 @@ class Controller:
             handle.write("=== {} rc={}\n{}{}\n".format(hook, process.returncode, process.stdout, process.stderr))
         if process.returncode == 0 and hook.endswith("-relation-broken"):
             self._finish_broken(item)
+        for observe in self.after_every_hook:
+            observe(record, process)
         return process
 
     def start_hook_script(
@@ -425,7 +486,7 @@ class Controller:
         info = self.unit(model, unit)
         charm_dir = Path(info["dir"]) / "charm"
         env = self.hook_environment(model, unit, hook)
-        env["PYTHONPATH"] = "{}:{}".format(TESTS_DIR / "jujusim" / "hook_site", REPO_DIR)
+        env["PYTHONPATH"] = self.hook_pythonpath()
         env.update(self.hook_env)
         env.update(extra_env or {})
         command = self._hook_command(info, hook)
@@ -449,7 +510,7 @@ class Controller:
         scratch = Path(tempfile.mkdtemp(dir=str(self.workdir), prefix="action-"))
         (scratch / "params.json").write_text(json.dumps(params or {}))
         env = self.hook_environment(model, unit, action)
-        env["PYTHONPATH"] = "{}:{}".format(TESTS_DIR / "jujusim" / "hook_site", REPO_DIR)
+        env["PYTHONPATH"] = self.hook_pythonpath()
         env.update(
             {
                 "JUJU_ACTION_NAME": action,

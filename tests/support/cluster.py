@@ -13,6 +13,7 @@ from typing import Dict, Optional
 from charms.layer.vault_kv.hashing import fingerprint
 from charms.layer.vault_kv.secure_storage import encryption_config as vault_kv_encryption_config
 from tests.jujusim.controller import Controller
+from tests.support.apiservers import ApiServers
 from tests.support.openbao import OpenBaoServer
 
 APP = "kubernetes-control-plane"
@@ -30,6 +31,9 @@ class Cluster:
         self.charms = charms
         self.workdir = workdir or tempfile.mkdtemp(prefix="jujusim-")
         self.controller = Controller(self.workdir)
+        # every kubernetes-control-plane apiserver stores and reads Secrets after every hook (issue 17)
+        self.apiservers = ApiServers(self.controller)
+        self.controller.after_every_hook.append(self.apiservers)
         self.controller.hook_env["JUJUSIM_VAULT_URL"] = bao.url
         self.vault_model = self.controller.add_model("vault")
         config = {

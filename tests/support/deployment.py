@@ -26,6 +26,7 @@ class SnapshotDeployment:
             self.after_deploy()
             self.saved_controller = str(workdir / "sim-as-deployed")
             self.cluster.controller.snapshot(self.saved_controller)
+            self.saved_secrets = self.cluster.apiservers.snapshot()
             self.saved_storage = self.bao.snapshot()
         except BaseException:
             self.bao.cleanup()
@@ -38,6 +39,7 @@ class SnapshotDeployment:
         """The cluster as deployed: no hook run, no fault, no Vault change since."""
         self.bao.restore(self.saved_storage)
         self.cluster.controller.restore(self.saved_controller)
+        self.cluster.apiservers.restore(self.saved_secrets)
         return self.cluster
 
     def cleanup(self) -> None:

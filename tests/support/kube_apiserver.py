@@ -132,10 +132,10 @@ class Etcd:
             counts[name] = counts.get(name, 0) + 1
         return counts
 
-    def failures(self, providers: Providers) -> Tuple[List[int], List[int]]:
-        """(unreadable, corrupted) Secret numbers for an apiserver running with ``providers``."""
+    def failures(self, providers: Providers, start: int = 0) -> Tuple[List[int], List[int]]:
+        """(unreadable, corrupted) Secret numbers, from ``start`` on, for an apiserver running with ``providers``."""
         unreadable, corrupted = [], []
-        for number, entry in enumerate(self.entries):
+        for number, entry in enumerate(self.entries[start:], start):
             plain = decrypt(providers, entry["stored"])
             if plain is None:
                 unreadable.append(number)

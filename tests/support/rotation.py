@@ -68,6 +68,11 @@ def leader(cluster, model: str) -> str:
     return cluster.controller.leader(model, APP)
 
 
+def rewrite_stored_secrets(cluster, model: str) -> None:
+    """What the operator does in the rewrite phase: every stored Secret read and stored again, through the leader."""
+    cluster.apiservers.rewrite(model, via=leader(cluster, model))
+
+
 def action(cluster, model: str, unit: str, name: str) -> dict:
     return cluster.controller.run_action(model, unit, name)
 

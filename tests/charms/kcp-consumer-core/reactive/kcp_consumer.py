@@ -30,6 +30,7 @@ base layer (tests/layers/basic-sim), as the real one keeps it.
 
 import base64
 import json
+import os
 import random
 import string
 from pathlib import Path
@@ -169,16 +170,26 @@ def restart_apiserver_for_encryption_key():
 def configure_apiserver():
     """The charm (re)starts the apiserver with the encryption configuration as it is now.
 
-    The record (each key's name and fingerprint, the write key first, and a
-    count of starts) is what tests read as the keys the running apiserver has.
-    It is a file, not unitdata: a restart is not undone when the hook dies later.
+    The record (each key's name and fingerprint, the write key first, a count
+    of starts, and the file itself as the apiserver read it) is what tests read
+    as the keys the running apiserver has: tests/support/apiservers.py stores
+    and reads Secrets with that file, as kube-apiserver does.  It is a file,
+    not unitdata: a restart is not undone when the hook dies later.
     """
     try:
         starts = json.loads(APISERVER_RECORD.read_text())["starts"]
     except (OSError, ValueError, KeyError):
         starts = 0
+    try:
+        config = base64.b64encode(ENCRYPTION_CONFIG.read_bytes()).decode("ascii")
+    except OSError:
+        config = None
+    record = {"keys": _named_key_fingerprints(), "starts": starts + 1, "config": config}
     APISERVER_RECORD.parent.mkdir(parents=True, exist_ok=True)
-    APISERVER_RECORD.write_text(json.dumps({"keys": _named_key_fingerprints(), "starts": starts + 1}))
+    # the file the apiserver runs with (it holds keys: 0600, as the file itself)
+    fd = os.open(str(APISERVER_RECORD), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps(record))
     set_flag("kubernetes-control-plane.apiserver.configured")
 
 
