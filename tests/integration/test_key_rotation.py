@@ -99,6 +99,8 @@ def test_a_full_rotation_goes_through_every_phase_on_every_unit_and_restarts_eac
     finished = ok(rotation.action(cluster, model, leader(cluster, model), "finish-encryption-key-rotation"))
     rotation.drive(cluster, model, backend, lambda: rotation.phase(cluster, backend) == "done", after_hook=invariant)
     seen["done"] = rotation.file_key_lists(cluster, model)
+    # the rewrite moved every Secret to the new key, and every apiserver read every one after every hook
+    assert set(cluster.apiservers.etcd[model].stored_under()) == {"key2"} and cluster.apiservers.stored(model) > 10
 
     everywhere = lambda keys: {unit: keys for unit in cluster.units(model)}  # noqa: E731
     assert seen["add"] == everywhere([("key1", old), ("key2", new)])

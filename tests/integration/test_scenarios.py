@@ -25,6 +25,9 @@ def test_three_units_converge_on_one_key_generated_once_by_the_leader(cluster):
     assert generations(cluster, model) == 1
     assert GENERATED in cluster.controller.log(model, "kubernetes-control-plane/0")  # the leader
     assert set(cluster.file_fingerprints(model).values()) == {key}
+    # every apiserver stored Secrets as it went and read all of them after every hook (tests/support/apiservers.py)
+    assert cluster.apiservers.stored(model) >= 3 and cluster.apiservers.checks > 0
+    assert cluster.apiservers.etcd[model].stored_under() == {"key1": cluster.apiservers.stored(model)}
     cluster.update_status(model)  # the charm's status reflects the flags it saw at hook start
     for unit in cluster.units(model):
         flags = cluster.flags(model, unit)
