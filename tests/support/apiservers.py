@@ -34,6 +34,7 @@ class ApiServers:
         self.controller = controller
         self.etcd: Dict[str, kube_apiserver.Etcd] = {}
         self._verified: Dict[Tuple[str, str], int] = {}  # (model, config digest) -> Secrets read fine
+        self._parsed: Dict[str, Tuple[str, kube_apiserver.Providers]] = {}  # record's file -> (digest, providers)
         self.checks = 0
 
     # -- snapshots: a deployment put back puts its Secrets back too ---------------------
@@ -56,12 +57,14 @@ class ApiServers:
             config = json.loads(raw).get("config")
             if not config:
                 continue
-            data = base64.b64decode(config)
-            try:
-                providers = kube_apiserver.parse(data)
-            except kube_apiserver.UnreadableConfig as error:
-                raise AssertionError("{}'s apiserver runs with an unusable file: {}".format(unit, error)) from None
-            found[unit] = (hashlib.sha256(data).hexdigest(), providers)
+            if config not in self._parsed:  # a file is parsed once, however many hooks it runs through
+                data = base64.b64decode(config)
+                try:
+                    providers = kube_apiserver.parse(data)
+                except kube_apiserver.UnreadableConfig as error:
+                    raise AssertionError("{}'s apiserver runs with an unusable file: {}".format(unit, error)) from None
+                self._parsed[config] = (hashlib.sha256(data).hexdigest(), providers)
+            found[unit] = self._parsed[config]
         return found
 
     # -- after every hook ---------------------------------------------------------------
