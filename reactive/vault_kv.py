@@ -92,10 +92,13 @@ def continue_migration():
 def update_ready():
     """Ready only once Vault answered, and only after the app-kv flags are derived.
 
-    Runs on ``vault-kv.connected``, not ``vault-kv.available``: the vault charm
-    answers a unit name only once, so a relation removed and added again (or a
-    refresh back to an earlier name) carries no role id or token for this
-    unit, and the credentials it held before are what it can log in with.
+    Runs on ``vault-kv.connected``, not ``vault-kv.available``: the vault
+    charm's code answers a unit name only for a new AppRole (or on
+    refresh-secrets) and blanks the unit's other name, so a relation removed
+    and added again (or a refresh back to an earlier name) may carry no role
+    id or token for this unit, and the credentials it held before are what it
+    can log in with.  (As deployed, the vault charm re-issues a token to every
+    request whenever any changes; both work.)
 
     In a hook where nothing changed (``quiet_hooks``) Vault is not asked:
     ``ready`` and the app-kv flags stay as the last answer left them.  When

@@ -19,6 +19,7 @@ import yaml
 
 from charms.layer.vault_kv.hashing import fingerprint, value_hash
 from tests.support.deployment import SnapshotDeployment
+from tests.support.vault_provider import EVERY_RUN, NEW_APPROLE
 
 APP = "kubernetes-control-plane"
 LEGACY = "charm-" + APP
@@ -26,6 +27,8 @@ CONFIG_PATH = "/var/snap/kube-apiserver/common/encryption/encryption_config.yaml
 CREATED = "kubernetes-control-plane.secure-storage.created"
 READY = "layer.vault-kv.ready"
 GENERATED = "kcp-consumer: generated a new encryption_key"
+DONE = "layer.vault-kv.migration.done"
+KCP_VAULT_PENDING = "Waiting for encryption info from Vault to secure secrets"  # kcp 1.28's status
 
 # what the old layer (and not this one) leaves in unitdata is only the
 # secret_id, the token's data_changed hash, the config's data_changed hash and flags
@@ -193,13 +196,25 @@ def test_refresh_from_127_to_128_with_both_migrations_keeps_key_files_and_device
     key = cluster.vault_fingerprint(LEGACY)
     files = file_digests(cluster, model)
     restarts = {u: cluster.key_changes(model, u) for u in cluster.units(model)}
+    moved_in = {}  # unit -> the number of its hook in which the move finished
+    hooks_of = {}  # unit -> how many hooks it ran
 
     def created_stays_set(item, process):
         if item["model"] == model and item["unit"].startswith(APP):
-            assert CREATED in cluster.flags(model, item["unit"]), (item["hook"], item["unit"])
+            unit = item["unit"]
+            assert CREATED in cluster.flags(model, unit), (item["hook"], unit)
+            hooks_of[unit] = hooks_of.get(unit, 0) + 1
+            if DONE in cluster.flags(model, unit):
+                moved_in.setdefault(unit, hooks_of[unit])
 
     cluster.upgrade(model)
     cluster.settle(fail_fast=True, after_hook=created_stays_set)
+    # no update-status yet: a unit whose move finished in its last hook must not
+    # show kubernetes-control-plane's "vault pending" status until the next one
+    assert any(moved_in[u] == hooks_of[u] for u in cluster.units(model)), (moved_in, hooks_of)
+    for unit in cluster.units(model):
+        assert cluster.controller.status(model, unit)["message"] != KCP_VAULT_PENDING, unit
+        assert cluster.controller.status(model, unit)["status"] == "active", unit
     backend = cluster.new_backend(model)
     assert cluster.vault_fingerprint(backend) == key
     assert file_digests(cluster, model) == files  # not even rewritten
@@ -279,6 +294,53 @@ def test_refresh_back_to_the_previous_build_and_forward_again_needs_no_operator(
         assert READY in cluster.flags(model, unit)
         configured, found = vaultlocker_boot_check(cluster, model, unit)
         assert configured == backend and all(found.values())
+
+
+def blocked_watch(cluster, model):
+    """(list, after_hook check): the list gathers every blocked status a consumer unit shows after a hook."""
+    seen = []
+
+    def check(item, process):
+        if item["model"] == model and item["unit"].startswith(APP):
+            status = cluster.controller.status(model, item["unit"])
+            if status["status"] == "blocked":
+                seen.append((item["hook"], item["unit"], status["message"]))
+
+    return seen, check
+
+
+@pytest.mark.parametrize("issue", [NEW_APPROLE, EVERY_RUN])
+def test_refresh_secrets_while_rolled_back_then_forward_again_completes_the_move(legacy2, issue):
+    cluster, model = legacy2
+    cluster.vault_issues_secret_ids(issue)
+    key = cluster.vault_fingerprint(LEGACY)
+    files = file_digests(cluster, model)
+    blocked, check = blocked_watch(cluster, model)
+    cluster.upgrade(model)
+    cluster.settle(fail_fast=True, after_hook=check)
+    cluster.upgrade(model, build="legacy")  # rollback
+    cluster.settle(fail_fast=True, after_hook=check)
+    cluster.refresh_secrets()  # the vault charm's refresh-secrets while rolled back
+    cluster.settle(fail_fast=True, after_hook=check)
+    cluster.update_status(model)
+    for unit in cluster.units(model):
+        assert READY in cluster.flags(model, unit), cluster.controller.status(model, unit)
+    cluster.upgrade(model)  # forward again
+    cluster.settle(fail_fast=True, after_hook=check)
+    cluster.update_status(model)
+    backend = cluster.new_backend(model)
+    for unit in cluster.units(model):
+        flags = cluster.flags(model, unit)
+        status = cluster.controller.status(model, unit)
+        assert READY in flags and "layer.vault-kv.migration.in-progress" not in flags, status
+        assert status["status"] == "active", status
+        assert cluster.controller.unitdata(model, unit)["layer.vault-kv.active"]["backend"] == backend
+        configured, found = vaultlocker_boot_check(cluster, model, unit)
+        assert configured == backend and found and all(found.values())
+    assert cluster.vault_fingerprint(backend) == key
+    assert file_digests(cluster, model) == files
+    assert generations(cluster, model) == 1
+    assert blocked == []
 
 
 def test_the_layers_secure_storage_beside_the_charms_leaves_one_identical_key_list(cluster):

@@ -6,6 +6,7 @@ share one Vault do.
 """
 
 import base64
+import os
 import tempfile
 from pathlib import Path
 from typing import Dict, Optional
@@ -15,6 +16,7 @@ from charms.layer.vault_kv.secure_storage import encryption_config as vault_kv_e
 from tests.jujusim.controller import Controller
 from tests.support.apiservers import ApiServers
 from tests.support.openbao import OpenBaoServer
+from tests.support.vault_provider import EVERY_RUN
 
 APP = "kubernetes-control-plane"
 ENCRYPTION_CONFIG = "/var/snap/kube-apiserver/common/encryption/encryption_config.yaml"
@@ -42,6 +44,8 @@ class Cluster:
             "bao-token": getattr(bao, "root_token", "root"),
             "bao-ca-file": bao.ca_file or "",
             "ssl-ca": "",
+            # when the vault application issues secret_ids: the vault charm as deployed unless told
+            "secret-ids": os.environ.get("VAULT_SIM_SECRET_IDS") or EVERY_RUN,
         }
         if bao.ca_file:  # the vault charm's ssl-ca option holds base64 PEM
             config["ssl-ca"] = base64.b64encode(Path(bao.ca_file).read_bytes()).decode("ascii")
@@ -88,6 +92,12 @@ class Cluster:
         """The vault charm's refresh-secrets action: a new secret_id for every unit."""
         self._refreshes = getattr(self, "_refreshes", 0) + 1
         self.controller.set_config(self.vault_model, "vault", **{"refresh-secrets": self._refreshes})
+
+    def vault_issues_secret_ids(self, mode: str) -> None:
+        """When the vault application issues a secret_id: ``vault_provider.EVERY_RUN`` (the vault charm as
+        deployed; the default, or ``VAULT_SIM_SECRET_IDS`` in the environment) or ``NEW_APPROLE`` (what its
+        code intends).  Takes effect from the vault unit's next hook (a config-changed, queued here)."""
+        self.controller.set_config(self.vault_model, "vault", **{"secret-ids": mode})
 
     # -- what a test checks -------------------------------------------------------
 

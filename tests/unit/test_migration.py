@@ -342,3 +342,41 @@ def test_device_keys_a_move_could_not_copy_block_a_vaultlocker_charm_until_they_
     vault_kv.reset_cached_state()
     handlers.update_ready()
     assert juju["status"][0] != "blocked"
+
+
+def test_forward_again_after_a_refresh_secrets_while_rolled_back_completes_with_the_credentials_held(
+    legacy_unit, flags, juju, unitdata_kv
+):
+    """The vault charm as its code intends: no answer for a name whose AppRole exists, save on refresh-secrets."""
+    model_scoped = (juju["charm_dir"] / "layer.yaml").read_text()
+    upgrade(legacy_unit, flags)
+    handlers.continue_migration()
+    assert "layer.vault-kv.migration.done" in flags
+    endpoint = legacy_unit.endpoint
+    endpoint.unit_role_id, endpoint.all_unit_tokens = None, []  # set_role_id blanked the old name's answers
+    (juju["charm_dir"] / "layer.yaml").write_text(json.dumps({}))  # rollback: charm-{app} as app/0
+    vault_kv.reset_cached_state()
+    handlers.request_again_if_changed()
+    handlers.request_vault_access()
+    handlers.continue_migration()
+    assert unitdata_kv[vault_kv_backend.KV_ACTIVE] == {"backend": LEGACY, "unit_name": "app/0"}
+    # refresh-secrets while rolled back: a new token for app/0; the new name's answers are blanked
+    endpoint.grants.pop(UUID + "-app/0")
+    legacy_unit.wrapped["token-app-refreshed"] = legacy_unit.roles["role-app-0"] = "secret-app-refreshed"
+    endpoint.unit_role_id, endpoint.all_unit_tokens = "role-app-0", ["token-app-refreshed"]
+    vault_kv.reset_cached_state()
+    handlers.update_ready()
+    assert "layer.vault-kv.ready" in flags and unitdata_kv["layer.vault-kv.secret_id"] == "secret-app-refreshed"
+    (juju["charm_dir"] / "layer.yaml").write_text(model_scoped)  # forward again: the AppRole exists, no answer
+    vault_kv.reset_cached_state()
+    handlers.request_again_if_changed()
+    handlers.request_vault_access()
+    handlers.continue_migration()
+    assert "layer.vault-kv.migration.in-progress" not in flags, juju["status"]
+    assert unitdata_kv[vault_kv_backend.KV_ACTIVE] == {"backend": NEW, "unit_name": UUID + "-app/0"}
+    vault_kv.reset_cached_state()
+    handlers.update_ready()
+    assert "layer.vault-kv.ready" in flags and juju["status"][0] not in ("waiting", "blocked")
+    config = vault_kv.get_vault_config()
+    assert (config["role_id"], config["secret_id"]) == ("role-new-0", "secret-new-0")
+    assert legacy_unit.data[NEW + "/kv/app"] == {"encryption_key": KEY}

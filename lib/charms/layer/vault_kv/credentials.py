@@ -98,8 +98,11 @@ def credential_book() -> Dict[str, Dict[str, Optional[str]]]:
     """Every set of credentials this unit has held, by the unit_name Vault knows it under.
 
     Kept so that a unit going back to a name it had before (a refresh back to
-    the previous build) can log in again: the vault charm issues a secret_id
-    only for a new AppRole, and blanks the old name's answers on the relation.
+    the previous build, or forward again) can log in again: the vault charm's
+    code issues a secret_id only for a new AppRole or on refresh-secrets, and
+    its ``set_role_id`` blanks the unit's answers under its other name.  (As
+    deployed, with hvac<0.12.0, it issues one to every request each time its
+    handler runs; the book is then simply not needed.)
     """
     return dict(unitdata.kv().get(KV_BOOK) or {})
 
@@ -191,8 +194,9 @@ def current_secret_id(vault_url: Union[str, List[str]], unit_name: str, role_id:
             remember_credentials(unit_name, role_id, known["secret_id"], known.get("token"))
         return known["secret_id"]
     if spent:
-        # e.g. a hook died between unwrapping and storing: the vault charm
-        # only issues another secret_id when an operator refreshes secrets
+        # e.g. a hook died between unwrapping and storing: the vault charm's
+        # code issues another secret_id for an existing AppRole only when an
+        # operator refreshes secrets (as deployed, also whenever any request changes)
         raise VaultCredentialsInvalid(
             "the one-shot token Vault published for this unit was already used and no secret_id"
             " is stored for it; run the vault charm's refresh-secrets action"
@@ -203,23 +207,32 @@ def current_secret_id(vault_url: Union[str, List[str]], unit_name: str, role_id:
 
 
 def granted_credentials(endpoint) -> Tuple[Optional[str], Optional[str], List[str]]:
-    """(name, role id, tokens) Vault published for this unit, all under the same name.
+    """(name, role id, tokens): the credentials to use, all for the same name.
 
-    The name this unit asked to be known by comes first; the Juju unit name
-    after it, for providers that ignore ``unit_name``.  When Vault publishes
-    nothing for either, credentials this unit held before under the name it
-    asks for now are used: the vault charm answers a name only once (a new
-    AppRole) and blanks it when the unit asks under another name, so a unit
-    going back to its previous name finds no answer on the relation.
+    In this order:
+
+    1. what Vault published under the name this unit asked to be known by;
+    2. credentials this unit held before under that name (the credential
+       book): the vault charm's code answers a name only for a new AppRole or
+       on refresh-secrets, and ``set_role_id`` blanks a unit's answers under
+       its other name, so a unit going back to a name it had (a refresh back,
+       or forward again after a refresh-secrets while rolled back) may find
+       no answer for it on the relation, only the other name's;
+    3. what Vault published under the Juju unit name, for providers that
+       ignore ``unit_name`` (and, during a move, the legacy role: the move
+       then waits for the new name's answer).
     """
-    for name in endpoint.unit_names:
-        role_id = endpoint.role_id_for(name)
-        if role_id:
-            return name, role_id, endpoint.tokens_for(name)
     requested = endpoint.requested_unit_name
+    role_id = endpoint.role_id_for(requested)
+    if role_id:
+        return requested, role_id, endpoint.tokens_for(requested)
     entry = credential_book().get(requested) or {}
     if entry.get("role_id") and entry.get("secret_id"):
         return requested, entry["role_id"], []
+    for name in endpoint.unit_names:
+        role_id = endpoint.role_id_for(name) if name != requested else None
+        if role_id:
+            return name, role_id, endpoint.tokens_for(name)
     return None, None, []
 
 

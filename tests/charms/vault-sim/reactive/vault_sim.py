@@ -9,8 +9,13 @@ and unsealing Vault, its own AppRole) are replaced by the test's root token.
 
 - leader, ``secrets.connected`` and ``endpoint.secrets.new-request`` (or
   ``secrets.refresh``, set by the refresh-secrets action): every request gets
-  its kv mount, policy and AppRole ``charm-{unit_name with / as -}``; a new
-  wrapped secret_id is published only for a new AppRole or on refresh.
+  its kv mount, policy and AppRole ``charm-{unit_name with / as -}``; which
+  requests get a new wrapped secret_id is the ``secret-ids`` option:
+  ``every-run`` (the default, the vault charm as deployed: its new-AppRole
+  test never matches with the hvac it pins, so every request is answered with
+  a new one-shot token whenever the handler runs, i.e. whenever any unit's
+  request is new or changed) or ``new-approle`` (what its code intends: only
+  a new AppRole, or on refresh-secrets).
 - every hook with ``secrets.connected``: ``publish_url(vault_url=...,
   remote_binding='access')`` and, with ``ssl-ca`` set (base64 PEM),
   ``publish_ca(vault_ca=...)``.
@@ -26,7 +31,7 @@ import hvac
 from charmhelpers.core import hookenv
 from charms.reactive import clear_flag, data_changed, endpoint_from_flag, set_flag, when, when_any, when_not
 
-from tests.support.vault_provider import VaultProviderEmulator
+from tests.support.vault_provider import EVERY_RUN, VaultProviderEmulator
 
 
 def _node_urls():
@@ -69,7 +74,10 @@ def refresh_secrets_action():
 def configure_secrets_backend():
     if not hookenv.config().get("bao-url"):
         return
-    emulator = VaultProviderEmulator(_client(), token_ttl=hookenv.config().get("token-ttl") or "60s")
+    config = hookenv.config()
+    emulator = VaultProviderEmulator(
+        _client(), token_ttl=config.get("token-ttl") or "60s", issue=config.get("secret-ids") or EVERY_RUN
+    )
     secrets = endpoint_from_flag("endpoint.secrets.new-request") or endpoint_from_flag("secrets.connected")
     refresh = "secrets.refresh" in _flags()
     for request in secrets.requests():
