@@ -380,3 +380,23 @@ def test_forward_again_after_a_refresh_secrets_while_rolled_back_completes_with_
     config = vault_kv.get_vault_config()
     assert (config["role_id"], config["secret_id"]) == ("role-new-0", "secret-new-0")
     assert legacy_unit.data[NEW + "/kv/app"] == {"encryption_key": KEY}
+
+
+def test_a_move_whose_new_name_vault_never_answers_blocks_naming_refresh_secrets_after_a_while(
+    legacy_unit, flags, juju, unitdata_kv, monkeypatch
+):
+    """Issue 18.1: a unit that never held its new name's secret_id, blanked by a refresh-secrets while rolled
+    back, gets no answer from a vault charm that answers only new AppRoles: not waiting forever, blocked."""
+    handlers.request_again_if_changed()
+    handlers.request_vault_access()  # Vault does not answer the new name (only the legacy one is published)
+    for _ in range(2):
+        vault_kv.reset_cached_state()
+        handlers.continue_migration()
+        assert juju["status"][0] == "waiting" and "layer.vault-kv.migration.in-progress" in flags
+    later = vault_kv_migration.time.time() + vault_kv_migration.ANSWER_WAIT_SECONDS + 1
+    monkeypatch.setattr(vault_kv_migration.time, "time", lambda: later)
+    vault_kv.reset_cached_state()
+    handlers.continue_migration()
+    assert juju["status"][0] == "blocked" and "run the vault charm's refresh-secrets action" in juju["status"][1]
+    assert "layer.vault-kv.migration.in-progress" in flags  # nothing given up: the answer still completes it
+    assert legacy_unit.data.get(NEW + "/kv/app") is None

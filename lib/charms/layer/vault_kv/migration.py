@@ -43,6 +43,7 @@ Log lines and flags name keys, paths and sources, never values.
 """
 
 import socket
+import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from charmhelpers.core import hookenv, unitdata
@@ -53,7 +54,7 @@ from charms.layer.vault_kv import names
 from charms.layer.vault_kv import options as vault_kv_options
 from charms.layer.vault_kv.backend import active, set_active, wanted
 from charms.layer.vault_kv.credentials import KV_SECRET_ID, ca_file_for, ca_pem_of, credential_book, vault_endpoint
-from charms.layer.vault_kv.errors import VaultCredentialsInvalid, VaultNotReady
+from charms.layer.vault_kv.errors import VaultCredentialsInvalid, VaultNotReady, VaultOperatorActionNeeded
 from charms.layer.vault_kv.hashing import canonical_json
 from charms.layer.vault_kv.session import VaultSession
 
@@ -72,6 +73,10 @@ KV_UNIT_SECRETS_PENDING = names.UNIT_SECRETS_NOT_COPIED
 LEADER_MIGRATED = names.LEADER_MIGRATED
 LEADER_BACKEND = names.LEADER_BACKEND
 LEADER_NONCE = names.LEADER_NONCE
+KV_ANSWER_AWAITED_SINCE = names.ANSWER_AWAITED_SINCE
+# The vault charm answers a new request in its next hook (as deployed it answers every request each
+# time).  A move that has waited this long for the answer to its new name will not get it by itself.
+ANSWER_WAIT_SECONDS = 15 * 60
 MARKER = "kv/migration"
 
 
@@ -369,6 +374,31 @@ def marker_present(session: VaultSession, backend: str) -> bool:
     return session.read("{}/{}".format(backend, MARKER)) is not None
 
 
+def _wait_for_answer(target: Dict[str, str]) -> None:
+    """Vault has not answered the request for the new name yet: wait, or after a while, say who can help.
+
+    Vault may never answer: a unit that never held the new name's secret_id
+    (rolled back before it unwrapped it), whose name's answers were blanked
+    by a refresh-secrets while rolled back, gets none from a vault charm
+    that answers only new AppRoles.  The requirer cannot tell that from a
+    slow answer, so it waits ANSWER_WAIT_SECONDS, then blocks on the action
+    that issues one.
+    """
+    store = unitdata.kv()
+    since = store.get(KV_ANSWER_AWAITED_SINCE)
+    now = time.time()
+    if not isinstance(since, (int, float)) or since > now:
+        store.set(KV_ANSWER_AWAITED_SINCE, now)
+        since = now
+    waited = now - since
+    if waited >= ANSWER_WAIT_SECONDS:
+        raise VaultOperatorActionNeeded(
+            "Vault has not answered the request for {} as {} for {} minutes: run the vault charm's"
+            " refresh-secrets action".format(target["backend"], target["unit_name"], int(waited // 60))
+        )
+    raise VaultNotReady("waiting for Vault to answer the request for {}".format(target["backend"]))
+
+
 def finish() -> None:
     """The unit now uses the new backend; the legacy snapshot stays for a rollback."""
     target = wanted()
@@ -398,7 +428,8 @@ def advance() -> List[str]:
     legacy = unitdata.kv().get(KV_LEGACY) or {}
     config = get_vault_config()
     if target["unit_name"] != legacy.get("unit_name") and config["role_id"] == legacy.get("role_id"):
-        raise VaultNotReady("waiting for Vault to answer the request for {}".format(target["backend"]))
+        _wait_for_answer(target)
+    unitdata.kv().unset(KV_ANSWER_AWAITED_SINCE)
     session = session_for(config)
     current = session.read("{}/kv/app".format(target["backend"])) or {}  # also proves the new AppRole may
     keep_seen_hashes()

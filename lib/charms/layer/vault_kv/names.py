@@ -134,6 +134,9 @@ ENCRYPTION_CONFIG_SYNCED = _unitdata(
     "layer.vault-kv.encryption-config-synced",
     "(secure storage on) sha256 of the file as last brought in line with Vault",
 )
+ANSWER_AWAITED_SINCE = _unitdata(
+    "layer.vault-kv.answer-awaited-since", "when a move started waiting for Vault's answer to its new name (wall clock)"
+)
 STATUS_MESSAGE = _unitdata("layer.vault-kv.status-message", "the status message the layer set last (never the charm's)")
 REQUEST_CHANGED = _unitdata(
     "reactive.data_changed.layer.vault-kv.request", "hash of the last backend and unit name requested"
