@@ -171,7 +171,7 @@ def test_a_hook_with_vault_sealed_clears_no_charm_flag_mounts_nothing_and_keeps_
         u: [f for f in cluster.flags(model, u) if f.startswith("kubernetes-control-plane.")]
         for u in cluster.units(model)
     }
-    cluster.make_next_hooks_ask_vault(model)  # hooks that must ask; while nothing changes: test_quiet_hooks.py
+    cluster.make_next_hooks_ask_vault(model)  # hooks that must ask; while nothing changes: test_vault_api.py (issue 19)
     cluster.bao.seal()
     for unit in cluster.units(model):
         cluster.controller.queue(model, unit, "update-status")

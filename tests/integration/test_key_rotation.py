@@ -185,3 +185,20 @@ def test_a_unit_added_in_the_promote_phase_is_brought_to_it_and_a_charm_flag_con
         for u in cluster.units(model)
     )
     assert generated == 1  # the first deploy's key; the rotation's new key is not "generated" by a charm
+
+
+def observed(cluster, model):
+    return {u: (set(cluster.flags(model, u)), cluster.controller.status(model, u)) for u in cluster.units(model)}
+
+
+def test_with_secure_storage_on_a_hook_in_which_nothing_changed_costs_vault_nothing(secure_storage_deployed):
+    cluster, model, _backend = secure_storage_deployed
+    cluster.update_status(model)
+    before = observed(cluster, model)
+    files = {u: cluster.controller.unit_file(model, u, ENCRYPTION_CONFIG) for u in cluster.units(model)}
+    mark = cluster.bao.mark()
+    for _ in range(2):
+        cluster.update_status(model)
+    assert cluster.bao.requests_since(mark) == []
+    assert observed(cluster, model) == before
+    assert {u: cluster.controller.unit_file(model, u, ENCRYPTION_CONFIG) for u in cluster.units(model)} == files

@@ -12,12 +12,9 @@ file came from.
 """
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import yaml
 
@@ -96,15 +93,7 @@ def test_a_charm_built_from_the_whole_repository_carries_only_the_layers_runtime
     (charm / "metadata.yaml").write_text(yaml.safe_dump(metadata))
     (charm / "copyright").write_text("Test-only charm of layer-vault-kv; Apache-2.0.\n")
     (charm / "README.md").write_text("Test-only charm: what layer:vault-kv puts into a charm.\n")
-    env = dict(os.environ)
-    env.update(
-        {
-            "CHARM_LAYERS_DIR": str(layers),
-            "CHARM_INTERFACES_DIR": str(interfaces),
-            "CHARM_CACHE_DIR": str(tmp_path / "cache"),
-            "PATH": "{}:{}".format(Path(sys.executable).parent, env.get("PATH", "")),
-        }
-    )
+    env = build_charms.build_environment(layers, interfaces, tmp_path / "cache")
     build_charms._charm_build(charm, tmp_path / "out", env, tmp_path, offline=True)
     built = tmp_path / "out" / "vault-kv-contents"
 

@@ -140,7 +140,7 @@ def test_outage_gives_not_ready_without_flag_flapping_or_a_new_key(cluster_for, 
     cluster.settle()
     key = cluster.vault_fingerprint(cluster.new_backend(model))
     restarts = {unit: cluster.key_changes(model, unit) for unit in cluster.units(model)}
-    cluster.make_next_hooks_ask_vault(model)  # hooks that must ask; while nothing changes: test_quiet_hooks.py
+    cluster.make_next_hooks_ask_vault(model)  # hooks that must ask; while nothing changes: test_vault_api.py (issue 19)
     bao.seal() if outage == "sealed" else bao.stop()
     for unit in cluster.units(model):
         cluster.controller.queue(model, unit, "update-status")
@@ -221,3 +221,76 @@ def test_a_write_over_rafts_entry_limit_blocks_naming_the_limit_and_loses_nothin
         state, message = hookenv.status_get()
     assert cluster.bao.read(backend + "/kv/app") == before
     assert state == "blocked" and "max_entry_size" in message and "internal error" not in message
+
+
+# -- issue 19: Vault's load follows change, not time ----------------------------------------------
+# A settled deployment's hooks in which nothing changed (update-status, every five minutes on every
+# unit, forever) make no Vault request and import no hvac; a change the leader makes reaches every
+# other unit in the first hook it runs after the leader-data change; a sealed Vault while nothing
+# changes moves no flag and no status.  Requests are counted from OpenBao's audit log.
+
+
+def observed(cluster, model):
+    return {u: (set(cluster.flags(model, u)), cluster.controller.status(model, u)) for u in cluster.units(model)}
+
+
+def hooks_log(cluster, model, unit):
+    return cluster.controller.hooks_output(model, unit)
+
+
+def test_hooks_in_which_nothing_changed_cost_vault_nothing_and_import_no_hvac(deployed):
+    cluster, model = deployed
+    cluster.update_status(model)  # the leader's digest published and recorded by every unit
+    before = observed(cluster, model)
+    mark = cluster.bao.mark()
+    cluster.controller.hook_env["PYTHONPROFILEIMPORTTIME"] = "1"  # each hook lists its imports on stderr
+    try:
+        logs = {u: len(hooks_log(cluster, model, u)) for u in cluster.units(model)}
+        for _ in range(3):
+            cluster.update_status(model)
+    finally:
+        del cluster.controller.hook_env["PYTHONPROFILEIMPORTTIME"]
+    assert cluster.bao.requests_since(mark) == []
+    assert observed(cluster, model) == before
+    for unit, offset in logs.items():
+        imports = hooks_log(cluster, model, unit)[offset:]
+        assert "charms.reactive" in imports  # the import list was recorded ...
+        assert "| hvac" not in imports and "| requests" not in imports  # ... and Vault's client was not needed
+
+
+def test_a_change_reaches_the_other_unit_in_its_first_hook_for_at_most_three_requests(deployed):
+    cluster, model = deployed
+    cluster.update_status(model)  # the leader's digest published and recorded by every unit
+    with cluster.controller.in_hook(model, LEADER):
+        from charms.layer import vault_kv
+
+        vault_kv.VaultAppKV()["colour"] = "blue"
+    # the write is not recorded yet (in_hook runs no layer exit): the leader's next hook asks Vault,
+    # records it and publishes the new digest in leader data, which gives the other unit a hook
+    cluster.controller.queue(model, LEADER, "update-status")
+    costs = []
+    mark = [cluster.bao.mark()]
+
+    def cost(item, process):
+        costs.append((item["unit"], item["hook"], len(cluster.bao.requests_since(mark[0]))))
+        mark[0] = cluster.bao.mark()
+
+    cluster.controller.settle(after_hook=cost, fail_fast=True)
+    first = [c for c in costs if c[0] == OTHER][0]
+    assert first[1] == "leader-settings-changed" and first[2] <= 3, costs
+    flags = cluster.flags(model, OTHER)
+    assert "layer.vault-kv.app-kv.changed.colour" in flags and "layer.vault-kv.app-kv.set.colour" in flags
+
+
+def test_a_sealed_vault_while_nothing_changes_moves_no_flag_and_no_status(deployed):
+    cluster, model = deployed
+    cluster.update_status(model)  # the leader's digest published and recorded by every unit
+    before = observed(cluster, model)
+    node = cluster.bao.nodes[0]
+    cluster.bao.seal(node)
+    try:
+        cluster.update_status(model)
+        assert observed(cluster, model) == before
+    finally:
+        cluster.bao.unseal(node.number)
+        cluster.bao.wait_for_active()

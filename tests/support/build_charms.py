@@ -155,12 +155,17 @@ def _work_dir(work: Path, offline: bool) -> Dict[str, str]:
         (layers / name).symlink_to(REPO / "tests" / "layers" / name)
     (layers / "kcp-consumer-core").symlink_to(REPO / "tests" / "charms" / "kcp-consumer-core")
     (interfaces / "vault-kv").symlink_to(REPO / "interface-vault-kv")
+    return build_environment(layers, interfaces, work / "cache")
+
+
+def build_environment(layers: Path, interfaces: Path, cache: Path) -> Dict[str, str]:
+    """charm build's environment: local layer and interface folders, its cache, this virtualenv's tools."""
     env = dict(os.environ)
     env.update(
         {
             "CHARM_LAYERS_DIR": str(layers),
             "CHARM_INTERFACES_DIR": str(interfaces),
-            "CHARM_CACHE_DIR": str(work / "cache"),
+            "CHARM_CACHE_DIR": str(cache),
             "PATH": "{}:{}".format(Path(sys.executable).parent, env.get("PATH", "")),
         }
     )
