@@ -236,6 +236,11 @@ def granted_credentials(endpoint) -> Tuple[Optional[str], Optional[str], List[st
     return None, None, []
 
 
+def published_urls(endpoint) -> List[str]:
+    """Every vault unit's URL the relation carries (``vault_urls``), else the one ``vault_url``."""
+    return list(getattr(endpoint, "vault_urls", None) or filter(None, [endpoint.vault_url]))
+
+
 def ca_pem_of(endpoint) -> Optional[str]:
     """The CA PEM text the relation carries (``vault_ca_pem``; ``vault_ca`` is bytes)."""
     if endpoint is None:
@@ -267,7 +272,7 @@ def get_vault_config(backend_format: Optional[str] = None, **_ignored: Any) -> D
     endpoint = vault_endpoint()
     if endpoint is None or not endpoint.is_joined:
         raise VaultNotReady("the vault-kv relation is not joined")
-    vault_urls = list(getattr(endpoint, "vault_urls", None) or filter(None, [endpoint.vault_url]))
+    vault_urls = published_urls(endpoint)
     name, role_id, tokens = granted_credentials(endpoint)
     if not vault_urls:
         raise VaultNotReady("Vault has not published its URL yet")

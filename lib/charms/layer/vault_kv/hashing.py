@@ -9,7 +9,7 @@ used for change detection only, so it is asked for with
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, Dict
 
 
 def canonical_json(value: Any) -> str:
@@ -37,3 +37,8 @@ def fingerprint(value: Any) -> str:
     """
     digest = hashlib.sha256(b"vault-kv-fingerprint:" + canonical_json(value).encode("utf-8"))
     return digest.hexdigest()[:12]
+
+
+def hashes_digest(hashes: Dict[str, str]) -> str:
+    """The digest of a unit's value hashes the leader publishes in leader data: equal digests, equal data."""
+    return fingerprint(sorted(hashes.items()))

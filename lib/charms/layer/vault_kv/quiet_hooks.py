@@ -40,7 +40,7 @@ from charmhelpers.core import hookenv, unitdata
 from charms.reactive import get_flags
 
 from charms.layer.vault_kv import names
-from charms.layer.vault_kv.hashing import fingerprint
+from charms.layer.vault_kv.hashing import fingerprint, hashes_digest
 
 CHECK_EVERY_SECONDS = 3600
 FRESHNESS = "the hourly freshness check is due"
@@ -72,24 +72,24 @@ def relation_digest() -> Optional[str]:
     endpoint = credentials.vault_endpoint()
     if endpoint is None or not endpoint.is_joined:
         return None
-    urls = list(getattr(endpoint, "vault_urls", None) or filter(None, [endpoint.vault_url]))
     name, role_id, tokens = credentials.granted_credentials(endpoint)
-    return fingerprint([urls, name, role_id, sorted(tokens), credentials.ca_pem_of(endpoint)])
+    return fingerprint(
+        [credentials.published_urls(endpoint), name, role_id, sorted(tokens), credentials.ca_pem_of(endpoint)]
+    )
 
 
 def _recorded_digest() -> Optional[str]:
     """The digest of the hashes this unit recorded at its current backend, if Vault holds them too."""
     from charms.layer.vault_kv import backend as vault_kv_backend
-    from charms.layer.vault_kv import local_copies
+    from charms.layer.vault_kv import local_copies, store
 
     current = vault_kv_backend.active()
     if not current:
         return None
-    path = "{}/kv/app-hashes/{}".format(current["backend"], hookenv.local_unit().split("/")[1])
-    recorded = local_copies.recorded_hashes(path)
+    recorded = local_copies.recorded_hashes(store.hash_path(current["backend"]))
     if recorded is None or not local_copies.hashes_in_vault():
         return None
-    return fingerprint(sorted(recorded.items()))
+    return hashes_digest(recorded)
 
 
 def _reason() -> Optional[str]:

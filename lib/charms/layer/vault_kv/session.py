@@ -130,10 +130,14 @@ def translate_errors(doing: str, login: bool = False) -> Iterator[None]:
         raise VaultNotReady("Vault's answer was not usable ({}) while {}".format(type(error).__name__, doing)) from None
 
 
+def _error_text(error: Exception) -> str:
+    """The error's messages from Vault and its own text, lower case, for matching (never shown)."""
+    return (" ".join(str(e) for e in (getattr(error, "errors", None) or [])) + " " + str(error)).lower()
+
+
 def _refused_for_size(error: Exception) -> bool:
     """Whether Vault refused a request for its size or complexity (OpenBao: "high complexity")."""
-    text = " ".join(str(e) for e in (getattr(error, "errors", None) or [])) + " " + str(error)
-    text = text.lower()
+    text = _error_text(error)
     return any(words in text for words in ("complexity", "exceeded maximum", "too large", "request body"))
 
 
@@ -142,8 +146,7 @@ def _refused_by_storage_for_size(error: Exception) -> bool:
 
     Not transient: the same write fails on every node, every time.
     """
-    text = " ".join(str(e) for e in (getattr(error, "errors", None) or [])) + " " + str(error)
-    return "too large" in text.lower()
+    return "too large" in _error_text(error)
 
 
 def checked_answer(answer: Any, doing: str) -> Optional[Dict[str, Any]]:

@@ -34,7 +34,7 @@ from charms.layer.vault_kv.errors import (
     VaultNotReady,
     VaultOperatorActionNeeded,
 )
-from charms.layer.vault_kv.hashing import canonical_json, fingerprint, value_hash
+from charms.layer.vault_kv.hashing import canonical_json, hashes_digest, value_hash
 from charms.layer.vault_kv.session import VaultSession, forget_sessions, session_for
 
 # Juju keeps a unit leader for at least 30 s after is-leader said so (its
@@ -358,7 +358,7 @@ class VaultAppKV(_VaultBaseKV):
         session = session_for(config)
         settle = type(self).settle_before_open
         missing = settle(session) if settle is not None and backend_format is None else []
-        self._hash_path = "{}/kv/app-hashes/{}".format(backend, unit_number())
+        self._hash_path = hash_path(backend)
         # the hashes this unit recorded: its local copy of what it wrote to Vault,
         # else Vault's, else (new to this backend, after a move) what it has seen
         stored = vault_kv_local_copies.recorded_hashes(self._hash_path)
@@ -422,7 +422,7 @@ class VaultAppKV(_VaultBaseKV):
         published the digest of no data (it emptied the store itself).
         """
         digest = hookenv.leader_get(names.LEADER_NONCE)
-        if digest == fingerprint([]):
+        if digest == hashes_digest({}):
             return None
         if self._recorded:
             return "this unit recorded values there"
@@ -490,7 +490,7 @@ class VaultAppKV(_VaultBaseKV):
 
     def data_digest(self) -> str:
         """A digest of all value hashes: equal digests mean equal data."""
-        return fingerprint(sorted(self._new_hashes.items()))
+        return hashes_digest(self._new_hashes)
 
     def restore_lost_writes(self) -> List[str]:
         """Read the data back once and write again what another writer's write dropped.
@@ -545,6 +545,11 @@ class VaultAppKV(_VaultBaseKV):
             return
         self._vault_hashes_current = True
         vault_kv_local_copies.remember_seen_hashes(self._new_hashes, self._hash_path)
+
+
+def hash_path(backend: str) -> str:
+    """Where this unit records the hashes of the app values it has seen, in ``backend``."""
+    return "{}/kv/app-hashes/{}".format(backend, unit_number())
 
 
 def backend_of(store: "_VaultBaseKV") -> str:
