@@ -27,7 +27,7 @@ from charms.layer import vault_kv
 from charms.layer.vault_kv import backend as vault_kv_backend
 from charms.layer.vault_kv import lifecycle as vault_kv_lifecycle
 from charms.layer.vault_kv import migration as vault_kv_migration
-from charms.layer.vault_kv import names, quiet_hooks
+from charms.layer.vault_kv import names, quiet_hooks, ready_holds
 from charms.layer.vault_kv import status as vault_kv_status
 
 FLAG_READY = names.READY
@@ -119,7 +119,7 @@ def update_ready():
         clear_flag(FLAG_READY)
         vault_kv_status.waiting(str(error))
     else:
-        set_flag(FLAG_READY)
+        held = ready_holds.set_ready_unless_held(app_kv)
         missing = app_kv.missing_after_move()
         try:
             legacy = vault_kv_migration.unit_secrets_not_copied(app_kv._session, vault_kv.backend_of(app_kv))
@@ -135,6 +135,8 @@ def update_ready():
                 "this unit's secrets under {}/{}/ (vaultlocker device keys) could not be copied to the new"
                 " backend: copy them with a Vault token that reads the old backend".format(legacy, socket.gethostname())
             )
+        elif held:
+            vault_kv_status.waiting(held)
         else:
             vault_kv_status.resolved()
 

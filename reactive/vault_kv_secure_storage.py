@@ -56,6 +56,7 @@ secure_storage.register_the_file_as_local_copy()  # when on: the file is the uni
 
 if config_path():
     vault_kv.ask_vault_when(secure_storage.why_ask_vault)
+    vault_kv.hold_ready_while(rotation.hold_new_unit)
 
     @when(names.READY)
     @when_not(names.app_kv_flag(names.APP_KV_SET_KEY, KEY))

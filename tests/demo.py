@@ -6,7 +6,9 @@
 2. Upgrades them to the current build (backend charm-{model-uuid}-{app}).
 3. Refreshes them to a build with the layer's secure storage on and rotates the
    encryption key with the layer's actions, printing each unit's key list (and
-   what its apiserver runs with) in every phase.
+   what its apiserver runs with) in every phase; the rotation ends with every
+   unit on the file kubernetes-control-plane writes itself (key1 = Vault's key),
+   which reads every Secret stored through the units' apiservers.
 
 After each step it prints, per unit, the layer's flags, the status, the
 backend in use and a fingerprint of the encryption key the unit holds on disk
@@ -77,13 +79,14 @@ def rotate(cluster: Cluster, model: str) -> list:
     print("  {}".format(answer["results"]))
     shown = set()
     try:
-        for _ in range(8):
+        for _ in range(16):
             rotation.drive(cluster, model, backend, lambda: True, after_hook=invariant, rounds=1)
             phase = rotation.phase(cluster, backend)
             if phase not in shown:
                 shown.add(phase)
                 show_key_lists(cluster, model, backend)
-            if phase == "rewrite" and not rotation.state(cluster, backend).get("confirmed"):
+            if phase in rotation.REWRITE_PHASES and not rotation.state(cluster, backend).get("confirmed"):
+                print("  leader's status: {}".format(cluster.controller.status(model, leader)["message"][:70]))
                 print(
                     "  (the operator rewrites every Secret here) juju run {} finish-encryption-key-rotation".format(
                         leader
@@ -104,6 +107,17 @@ def rotate(cluster: Cluster, model: str) -> list:
         return ["the rotation did not finish"]
     if len({tuple(keys or ()) for keys in rotation.file_key_lists(cluster, model).values()}) != 1:
         return ["the units' key lists differ after the rotation"]
+    apiservers = cluster.apiservers
+    vault_value = cluster.bao.read("{}/kv/app".format(backend))["encryption_key"]
+    unreadable, corrupted = apiservers.readable_with(model, apiservers.charm_file_for(vault_value))
+    print(
+        "{} Secrets stored through the units' apiservers (AES-CBC, as kube-apiserver stores them);"
+        " a file the charm writes itself on a unit it adds (key1 = Vault's key) reads {} of them".format(
+            apiservers.stored(model), apiservers.stored(model) - len(unreadable) - len(corrupted)
+        )
+    )
+    if unreadable or corrupted:
+        return ["a charm-written file cannot read every Secret after the rotation"]
     return []
 
 

@@ -94,25 +94,44 @@ def test_a_full_rotation_goes_through_every_phase_on_every_unit_and_restarts_eac
             "write-key": "key2",
             "same-as-others": "true",
         }
-    assert "finish-encryption-key-rotation" in cluster.controller.status(model, leader(cluster, model))["message"]
+    assert "(1 of 2)" in cluster.controller.status(model, leader(cluster, model))["message"]
     rotation.rewrite_stored_secrets(cluster, model)
     finished = ok(rotation.action(cluster, model, leader(cluster, model), "finish-encryption-key-rotation"))
+    for _ in range(8):
+        rotation.drive(cluster, model, backend, lambda: True, after_hook=invariant, rounds=1)
+        seen[rotation.phase(cluster, backend)] = rotation.file_key_lists(cluster, model)
+        if rotation.phase(cluster, backend) == "rename-rewrite":
+            break
+    # the second rewrite: the Secrets move from key2 to key1, the name the charm gives Vault's key
+    assert set(cluster.apiservers.etcd[model].stored_under()) <= {"key2", "key1"}
+    again = rotation.action(cluster, model, leader(cluster, model), "encryption-key-status")
+    assert "(2 of 2)" in ok(again)["next"] and ok(again)["waiting-for"] == "none"
+    assert ok(again)["units"][first.replace("/", "-")]["keys"] == "key1:{} key2:{}".format(new, new)
+    assert "(2 of 2)" in cluster.controller.status(model, leader(cluster, model))["message"]
+    rotation.rewrite_stored_secrets(cluster, model)
+    second = ok(rotation.action(cluster, model, leader(cluster, model), "finish-encryption-key-rotation"))
     rotation.drive(cluster, model, backend, lambda: rotation.phase(cluster, backend) == "done", after_hook=invariant)
     seen["done"] = rotation.file_key_lists(cluster, model)
-    # the rewrite moved every Secret to the new key, and every apiserver read every one after every hook
-    assert set(cluster.apiservers.etcd[model].stored_under()) == {"key2"} and cluster.apiservers.stored(model) > 10
+    # the rewrites moved every Secret to the new key under key1, and every apiserver read every one after every hook
+    assert set(cluster.apiservers.etcd[model].stored_under()) == {"key1"} and cluster.apiservers.stored(model) > 10
+    # what kubernetes-control-plane (1.28, 1.29+) writes itself on a unit it adds reads every Secret
+    vault_value = cluster.bao.read("{}/kv/app".format(backend))["encryption_key"]
+    assert cluster.apiservers.readable_with(model, cluster.apiservers.charm_file_for(vault_value)) == ([], [])
 
     everywhere = lambda keys: {unit: keys for unit in cluster.units(model)}  # noqa: E731
     assert seen["add"] == everywhere([("key1", old), ("key2", new)])
     assert seen["promote"] == everywhere([("key2", new), ("key1", old)])
     assert seen["rewrite"] == everywhere([("key2", new), ("key1", old)])
-    assert seen["done"] == everywhere([("key2", new), ("key1", new)])
-    assert rotation.loaded_key_lists(cluster, model) == everywhere([("key2", new), ("key1", new)])
+    assert seen["retire"] == everywhere([("key2", new)])
+    assert seen["rename-add"] == everywhere([("key2", new), ("key1", new)])
+    assert seen["rename-promote"] == seen["rename-rewrite"] == everywhere([("key1", new), ("key2", new)])
+    assert seen["done"] == everywhere([("key1", new)])
+    assert rotation.loaded_key_lists(cluster, model) == everywhere([("key1", new)])
     assert cluster.vault_fingerprint(backend) == new
     assert {k: v - before[k] for k, v in rotation.restarts(cluster, model).items()} == everywhere(1)
     assert set(rotation.state(cluster, backend)) == {"id", "phase", "name", "fingerprint", "finished"}
     assert invariant.checks > 20
-    assert_no_key_in_logs_or_statuses(cluster, model, values, started, report, finished)
+    assert_no_key_in_logs_or_statuses(cluster, model, values, started, report, finished, again, second)
     for unit in cluster.units(model):
         assert cluster.controller.unit_file_mode(model, unit, ENCRYPTION_CONFIG) == 0o600
 
@@ -139,46 +158,96 @@ def test_a_leader_change_in_every_phase_resumes_where_the_rotation_stood(secure_
                 change_leader()
 
     change_leader()
-    for _ in range(12):
+    for _ in range(20):
         if rotation.phase(cluster, backend) == "done":
             break
-        if rotation.phase(cluster, backend) == "rewrite" and not rotation.state(cluster, backend).get("confirmed"):
+        current = rotation.state(cluster, backend)
+        if current["phase"] in rotation.REWRITE_PHASES and not current.get("confirmed"):
             rotation.rewrite_stored_secrets(cluster, model)
             ok(rotation.action(cluster, model, leader(cluster, model), "finish-encryption-key-rotation"))
         rotation.drive(cluster, model, backend, lambda: True, after_hook=after_hook, rounds=1)
-    assert phases == ["add", "promote", "rewrite", "retire", "done"]
-    assert len(leaders) == 5 and len(set(leaders)) == 3
+    assert phases == [
+        "add",
+        "promote",
+        "rewrite",
+        "retire",
+        "rename-add",
+        "rename-promote",
+        "rename-rewrite",
+        "rename-retire",
+        "done",
+    ]
+    assert len(leaders) == 9 and len(set(leaders)) == 3
     assert cluster.vault_fingerprint(backend) == new
-    assert set(map(tuple, rotation.file_key_lists(cluster, model).values())) == {(("key2", new), ("key1", new))}
+    assert set(map(tuple, rotation.file_key_lists(cluster, model).values())) == {(("key1", new),)}
     assert {k: v - before[k] for k, v in rotation.restarts(cluster, model).items()} == {u: 1 for u in units}
 
 
-def test_a_unit_added_in_the_promote_phase_is_brought_to_it_and_a_charm_flag_confirms_the_rewrite(
+def test_units_added_mid_rotation_never_run_an_apiserver_that_misreads_and_a_charm_flag_confirms_a_rewrite(
     secure_storage_deployed,
 ):
+    """A unit added in add follows the phase; one added in promote is held until its own file fits.
+
+    kubernetes-control-plane writes a new unit's file itself (key1 = Vault's
+    key); in promote that would give key1 the new key while the other units
+    read key1 as the old one.  The layer keeps ready down on such a unit, so
+    the charm neither writes the file nor starts the apiserver, and the
+    leader counts it as held; it gets the charm's own file in rename-retire.
+    """
     cluster, model, backend = secure_storage_deployed
     invariant = rotation.RotationInvariant(cluster, model, backend)
     started = ok(rotation.action(cluster, model, leader(cluster, model), "rotate-encryption-key"))
     old, new = started["old-key"], started["new-key"]
+
+    early = cluster.controller.add_unit(model, APP)  # in add: the charm's key1 is the old key, as everywhere
+    cluster.settle(after_hook=invariant, fail_fast=True)
+    assert rotation.file_key_list(cluster, model, early) == [("key1", old), ("key2", new)]
     rotation.drive(cluster, model, backend, lambda: rotation.phase(cluster, backend) == "promote", after_hook=invariant)
 
     added = cluster.controller.add_unit(model, APP)
     waiting = ok(rotation.action(cluster, model, leader(cluster, model), "encryption-key-status"))["waiting-for"]
     assert added in waiting.split(", ")
     cluster.settle(after_hook=invariant, fail_fast=True)
-    assert rotation.file_key_list(cluster, model, added) == [("key2", new), ("key1", old)]
-    assert rotation.phase(cluster, backend) == "promote"  # the leader has not had a hook since
+    assert rotation.file_key_list(cluster, model, added) is None
+    assert added not in cluster.apiservers.running(model)  # the charm did not start it
+    assert "layer.vault-kv.ready" not in cluster.flags(model, added)
+    assert cluster.controller.status(model, added)["status"] == "waiting"
 
-    rotation.drive(cluster, model, backend, lambda: rotation.phase(cluster, backend) == "rewrite", after_hook=invariant)
+    def held_until_its_file_fits(item, process):
+        invariant(item, process)
+        if rotation.phase(cluster, backend) not in ("rename-retire", "done"):
+            assert rotation.file_key_list(cluster, model, added) is None, rotation.phase(cluster, backend)
+            assert added not in cluster.apiservers.running(model)
+
+    rotation.drive(
+        cluster,
+        model,
+        backend,
+        lambda: rotation.phase(cluster, backend) == "rewrite",
+        after_hook=held_until_its_file_fits,
+    )
+    report = ok(rotation.action(cluster, model, leader(cluster, model), "encryption-key-status"))
+    assert report["units"][added.replace("/", "-")]["keys"].startswith("held") and report["waiting-for"] == "none"
     # here the charm rewrites the Secrets itself and says so with the layer's flag, not the action
-    rotation.rewrite_stored_secrets(cluster, model)
-    with cluster.controller.in_hook(model, leader(cluster, model)):
-        set_flag(REWRITTEN)
-    rotation.drive(cluster, model, backend, lambda: rotation.phase(cluster, backend) == "done", after_hook=invariant)
+    for phase in rotation.REWRITE_PHASES:
+        rotation.drive(
+            cluster,
+            model,
+            backend,
+            lambda phase=phase: rotation.phase(cluster, backend) == phase,
+            after_hook=held_until_its_file_fits,
+        )
+        rotation.rewrite_stored_secrets(cluster, model)
+        with cluster.controller.in_hook(model, leader(cluster, model)):
+            set_flag(REWRITTEN)
+    rotation.drive(
+        cluster, model, backend, lambda: rotation.phase(cluster, backend) == "done", after_hook=held_until_its_file_fits
+    )
     assert REWRITTEN not in cluster.flags(model, leader(cluster, model))
     lists = rotation.file_key_lists(cluster, model)
-    assert len(lists) == 4 and set(map(tuple, lists.values())) == {(("key2", new), ("key1", new))}
-    assert rotation.loaded_key_lists(cluster, model)[added] == [("key2", new), ("key1", new)]
+    assert len(lists) == 5 and set(map(tuple, lists.values())) == {(("key1", new),)}
+    assert rotation.loaded_key_lists(cluster, model)[added] == [("key1", new)]
+    assert "layer.vault-kv.ready" in cluster.flags(model, added)
     generated = sum(
         cluster.controller.log(model, u).count("generated a new encryption_key")
         + cluster.controller.log(model, u).count("stored encryption_key from a newly generated key")

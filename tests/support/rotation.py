@@ -77,13 +77,25 @@ def action(cluster, model: str, unit: str, name: str) -> dict:
     return cluster.controller.run_action(model, unit, name)
 
 
+#: the phases after the first rewrite was confirmed (the old key may leave the files)
+AFTER_FIRST_REWRITE = ("retire", "rename-add", "rename-promote", "rename-rewrite", "rename-retire", "done")
+#: the phases after the second rewrite was confirmed (the new key's first name may leave the files)
+AFTER_SECOND_REWRITE = ("rename-retire", "done")
+#: what a rewrite phase's status asks for, in a test
+REWRITE_PHASES = ("rewrite", "rename-rewrite")
+
+
 class RotationInvariant:
     """Checked after every hook: what makes every Secret readable by every apiserver at every moment.
 
     - every unit's write key (its first key) is a key, under the same name, of
       every other unit's file, and the same holds for what each apiserver was
       last started with;
-    - until the rewrite is confirmed, no key a file held is removed from it;
+    - one name stands for one key across every file and every running apiserver
+      (AES-CBC cannot tell a wrong key from the right one under a name);
+    - a key leaves a file only after the rewrite that moved the Secrets off it
+      was confirmed (the old key after the first, the new key's first name after
+      the second);
     - Vault's key is the old or the new key of the rotation, nothing else.
     """
 
@@ -91,6 +103,7 @@ class RotationInvariant:
         self.cluster, self.model, self.backend = cluster, model, backend
         self.held: Dict[str, set] = {}
         self.vault_keys: set = set()
+        self.pairs: Dict[str, Pair] = {}  # the rotation's old and new key as first named
         self.checks = 0
 
     def __call__(self, item=None, process=None) -> None:
@@ -104,13 +117,22 @@ class RotationInvariant:
         self._write_keys_readable_everywhere(files, "file")
         loaded = {u: k for u, k in loaded_key_lists(self.cluster, self.model).items() if k}
         self._write_keys_readable_everywhere(loaded, "running apiserver")
+        self._one_key_per_name(list(files.values()) + list(loaded.values()))
         current = state(self.cluster, self.backend) or {}
-        confirmed = current.get("confirmed") or current.get("phase") in ("retire", "done")
+        for which in ("old", "new"):
+            if isinstance(current.get(which), dict):
+                self.pairs[which] = (current[which]["name"], fingerprint(current[which]["value"]))
+        droppable = set()
+        if current.get("phase") in AFTER_FIRST_REWRITE and "old" in self.pairs:
+            droppable.add(self.pairs["old"])
+        if current.get("phase") in AFTER_SECOND_REWRITE and "new" in self.pairs:
+            droppable.add(self.pairs["new"])
         for unit, keys in files.items():
             held = self.held.setdefault(unit, set())
-            if not confirmed:
-                missing = held - set(keys)
-                assert not missing, "{} lost {} before the rewrite was confirmed".format(unit, sorted(missing))
+            missing = held - set(keys) - droppable
+            assert not missing, "{} lost {} before the rewrite that allows it was confirmed".format(
+                unit, sorted(missing)
+            )
             held |= set(keys)
         if current.get("phase") not in (None, "done"):
             self.vault_keys.add(vault_key_fingerprint(self.cluster, self.backend))
@@ -121,6 +143,13 @@ class RotationInvariant:
         for unit, keys in lists.items():
             for other, other_keys in lists.items():
                 assert keys[0] in other_keys, "{}'s write key {} is not in {}'s {}".format(unit, keys[0], other, what)
+
+    @staticmethod
+    def _one_key_per_name(lists: List[List[Pair]]) -> None:
+        names: Dict[str, str] = {}
+        for keys in lists:
+            for name, key in keys:
+                assert names.setdefault(name, key) == key, "the name {} stands for two keys in use".format(name)
 
 
 def drive(cluster, model: str, backend: str, until: Callable[[], bool], after_hook=None, rounds: int = 12) -> int:

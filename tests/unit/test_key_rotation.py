@@ -58,10 +58,95 @@ def test_a_vault_key_the_state_does_not_speak_of_gets_no_plan_so_the_file_keeps_
     assert rs.file_plan({"phase": "bogus"}, OLD) is None
 
 
-def test_once_done_the_key_is_also_named_key1_as_the_charm_names_it_on_a_new_unit():
-    _, done = rs.next_state(dict(started(), phase="retire"))
-    assert rs.file_plan(done, NEW) == ([("key2", NEW), ("key1", NEW)], [])
+def test_the_rotation_ends_with_the_charms_own_file_key1_alone_after_a_rename_leg():
+    state = started()
+    plans = {}
+    for phase in ("rename-add", "rename-promote", "rename-rewrite", "rename-retire"):
+        plans[phase] = rs.file_plan(dict(state, phase=phase), NEW)
+    assert plans["rename-add"] == ([("key2", NEW), ("key1", NEW)], [OLD])
+    assert plans["rename-promote"] == plans["rename-rewrite"] == ([("key1", NEW), ("key2", NEW)], [OLD])
+    assert plans["rename-retire"] == ([("key1", NEW)], [OLD, NEW])  # nothing after key1 holds either key
+
+
+def test_key1_leaves_every_file_before_it_comes_back_for_the_new_key():
+    """No two phases in a row (the files in use at one time) give one name two keys."""
+    state = started()
+    phases = [p for p in rs.RUNNING]
+    for first, second in zip(phases, phases[1:]):
+        names = {}
+        for phase in (first, second):
+            keys, _ = rs.file_plan(dict(state, phase=phase), rs.vault_key_in(dict(state, phase=phase)))
+            for name, value in keys:
+                assert names.setdefault(name, value) == value, (first, second, name)
+
+
+def test_the_files_of_two_neighbouring_phases_read_everything_either_writes():
+    """A Secret written under a phase's write key is readable in the phases before and after it."""
+    state = started()
+    plans = [rs.phase_plan(dict(state, phase=p))[0] for p in rs.RUNNING]
+    for i, keys in enumerate(plans):
+        for neighbour in plans[max(0, i - 1) : i + 2]:
+            assert keys[0] in neighbour
+
+
+def test_done_names_the_key_key1_and_forgets_both_keys():
+    retire = dict(started(), phase="retire")
+    updates, following = rs.next_state(retire)
+    assert following["phase"] == "rename-add" and "encryption_key" not in updates
+    rewrite = dict(started(), phase="rename-rewrite", confirmed=False)
+    with pytest.raises(rs.RotationRefused, match="not confirmed"):
+        rs.next_state(rewrite)
+    _, last = rs.next_state(rs.confirm(rewrite))
+    assert last["phase"] == "rename-retire" and last["confirmed"] is False
+    updates, done = rs.next_state(last)
+    assert done["phase"] == "done" and done["name"] == "key1"
+    assert OLD not in repr(updates) and NEW not in repr(updates)
+    assert rs.file_plan(done, NEW) == ([("key1", NEW)], [])
     assert rs.file_plan(done, OLD) is None  # Vault's key set by hand since: not this rotation's
+
+
+def test_a_rotation_from_a_key_not_named_key1_names_the_new_key_key1_and_needs_one_rewrite():
+    state = started("key5", ("key5",))
+    assert state["new"]["name"] == "key1" and rs.rewrites_in(state) == 1
+    assert rs.next_state(dict(state, phase="retire"))[1]["phase"] == "done"
+    assert rs.file_plan(dict(state, phase="retire"), NEW) == ([("key1", NEW)], [OLD])
+
+
+def test_a_done_state_of_a_rotation_that_ended_as_key2_still_lists_key1():
+    done = {"id": "x", "phase": "done", "name": "key2", "fingerprint": rs.key_fingerprint(NEW)}
+    assert rs.file_plan(done, NEW) == ([("key2", NEW), ("key1", NEW)], [])
+
+
+def test_a_unit_without_a_file_is_held_where_the_charms_own_file_would_not_fit():
+    state = started()
+    held = {phase for phase in rs.RUNNING if rs.holds_new_units(dict(state, phase=phase))}
+    assert held == {"promote", "rewrite", "retire", "rename-add", "rename-promote", "rename-rewrite"}
+    assert not rs.holds_new_units(None) and not rs.holds_new_units({"phase": "done"})
+    by_hand = started("key5", ("key5",))  # the new key is key1 from the start: key1 means NEW
+    assert {p for p in ("add", "promote", "rewrite", "retire") if rs.holds_new_units(dict(by_hand, phase=p))} == {
+        "add",
+        "promote",
+        "rewrite",
+    }
+
+
+def test_a_held_unit_counts_as_acknowledged_only_in_a_phase_that_holds():
+    state = dict(started(), phase="promote")
+    assert rs.acknowledged(state, rs.held_acknowledgement(state, "app/3"))
+    add = started()
+    assert not rs.acknowledged(add, rs.held_acknowledgement(add, "app/3"))
+    last = dict(started(), phase="rename-retire")
+    assert not rs.acknowledged(last, rs.held_acknowledgement(last, "app/3"))
+    forged = dict(rs.held_acknowledgement(state, "app/3"), keys=[["key1", rs.key_fingerprint(NEW)]])
+    assert not rs.acknowledged(state, forged)
+
+
+def test_rename_retire_is_acknowledged_by_key1_alone():
+    state = dict(started(), phase="rename-retire")
+    assert rs.acknowledged(state, ack(state, [("key1", NEW)]))
+    assert not rs.acknowledged(state, ack(state, [("key1", NEW), ("key2", NEW)]))
+    assert rs.file_matches([("key1", NEW)], [OLD, NEW], [("key1", NEW)])
+    assert not rs.file_matches([("key1", NEW)], [OLD, NEW], [("key1", NEW), ("key2", NEW)])
 
 
 def test_entering_promote_makes_the_new_key_vaults_key_in_the_same_write():
@@ -72,23 +157,21 @@ def test_entering_promote_makes_the_new_key_vaults_key_in_the_same_write():
     assert following["phase"] == "rewrite" and set(updates) == {rs.ROTATION_KEY}
 
 
-def test_retire_waits_for_the_rewrite_confirmation_and_done_forgets_both_keys():
+def test_retire_waits_for_the_rewrite_confirmation():
     rewrite = dict(started(), phase="rewrite")
     with pytest.raises(rs.RotationRefused, match="not confirmed"):
         rs.next_state(rewrite)
     _, retire = rs.next_state(rs.confirm(rewrite))
     assert retire["phase"] == "retire"
-    updates, done = rs.next_state(retire)
-    assert done["phase"] == "done" and OLD not in repr(updates) and NEW not in repr(updates)
-    assert done["fingerprint"] == rs.key_fingerprint(NEW)
 
 
 def test_the_rewrite_is_confirmed_only_in_the_rewrite_phase():
     with pytest.raises(rs.RotationRefused, match="no rotation"):
         rs.confirm(None)
-    for phase in ("add", "promote", "retire"):
+    for phase in ("add", "promote", "retire", "rename-add", "rename-promote", "rename-retire"):
         with pytest.raises(rs.RotationRefused, match="phase " + phase):
             rs.confirm(dict(started(), phase=phase))
+    assert rs.confirm(dict(started(), phase="rename-rewrite"))["confirmed"] is True
 
 
 def test_an_acknowledgement_counts_only_for_this_rotation_this_phase_and_this_phases_keys():
@@ -118,6 +201,9 @@ def test_status_lines_never_hold_a_key():
         line = rs.describe(dict(state, phase=phase), ["app/1"])
         assert phase in line and OLD not in line and NEW not in line
     assert "finish-encryption-key-rotation" in rs.describe(dict(state, phase="rewrite"))
+    assert "(1 of 2)" in rs.describe(dict(state, phase="rewrite"))
+    assert "(2 of 2)" in rs.describe(dict(state, phase="rename-rewrite"))
+    assert "(1 of 1)" in rs.describe(dict(started("key5", ("key5",)), phase="rewrite"))
 
 
 # -- the file, by named keys -----------------------------------------------------------------
@@ -284,3 +370,77 @@ def test_the_status_action_only_reads_and_rotate_records_the_leaders_hashes_and_
 
     _results, failure = run_action("finish-encryption-key-rotation", monkeypatch)
     assert "phase add" in failure
+
+
+# -- a unit that joins while a rotation runs ---------------------------------------------------
+
+
+def test_a_new_unit_is_held_without_ready_or_the_keys_set_flag_only_in_a_phase_that_holds(
+    juju, vault, flags, secure_storage_on
+):
+    from charms.layer import vault_kv
+    from charms.layer.vault_kv import names, ready_holds
+    from charms.layer.vault_kv.secure_storage import rotation
+
+    ready_holds.hold_ready_while(rotation.hold_new_unit)
+    set_flag = names.app_kv_flag(names.APP_KV_SET_KEY, "encryption_key")
+    state = dict(started(), phase="promote")
+    vault.data["charm-app/kv/app"] = {"encryption_key": NEW, rs.ROTATION_KEY: state}
+    why = ready_holds.set_ready_unless_held(vault_kv.VaultAppKV())
+    assert "phase promote" in why and "rename-retire" in why and OLD not in why and NEW not in why
+    assert names.READY not in flags and set_flag not in flags and names.ROTATING in flags
+
+    for phase, held in (("add", False), ("retire", True), ("rename-rewrite", True), ("rename-retire", False)):
+        flags.discard(names.READY)
+        vault_key = OLD if phase == "add" else NEW
+        vault.data["charm-app/kv/app"] = {"encryption_key": vault_key, rs.ROTATION_KEY: dict(state, phase=phase)}
+        vault_kv.reset_cached_state()
+        assert bool(ready_holds.set_ready_unless_held(vault_kv.VaultAppKV())) is held, phase
+        assert (names.READY in flags) is not held and (set_flag in flags) is not held, phase
+
+    vault.data["charm-app/kv/app"] = {"encryption_key": NEW, rs.ROTATION_KEY: state}
+    ec.write_named_keys(secure_storage_on, [("key2", NEW), ("key1", OLD)])  # a unit that has its file
+    vault_kv.reset_cached_state()
+    assert ready_holds.set_ready_unless_held(vault_kv.VaultAppKV()) is None and names.READY in flags
+    os.remove(secure_storage_on)
+    flags.add(names.SECURE_STORAGE_CREATED)  # lost its file: not new, it waits for the file instead
+    vault_kv.reset_cached_state()
+    assert ready_holds.set_ready_unless_held(vault_kv.VaultAppKV()) is None
+
+
+def test_a_hold_that_fails_keeps_ready_down(juju, flags):
+    from charms.layer.vault_kv import names, ready_holds
+
+    def broken(_app_kv):
+        raise KeyError("x")
+
+    flags.add(names.READY)
+    ready_holds.hold_ready_while(broken)
+    try:
+        assert "KeyError" in ready_holds.set_ready_unless_held({})
+        assert names.READY not in flags
+    finally:
+        ready_holds._holds.remove(broken)
+
+
+def test_a_held_unit_acknowledges_as_held_and_a_held_leader_moves_the_phase_on(juju, vault, flags, secure_storage_on):
+    from charmhelpers.core import hookenv
+
+    from charms.layer import vault_kv
+    from charms.layer.vault_kv.secure_storage import coordination
+
+    hookenv.goal_state.side_effect = lambda: {"units": {"app/0": {"status": "active"}}}
+    state = dict(started(), phase="promote")
+    vault.data["charm-app/kv/app"] = {"encryption_key": NEW, rs.ROTATION_KEY: state}
+    juju["leader"] = False
+    vault_kv.VaultAppKV()
+    coordination.at_hook_exit()
+    assert vault.data["charm-app/kv/unit/0"][rs.ACK_KEY] == rs.held_acknowledgement(state, "app/0")
+    assert vault.data["charm-app/kv/app"][rs.ROTATION_KEY]["phase"] == "promote"
+
+    juju["leader"] = True
+    vault_kv.reset_cached_state()
+    vault_kv.VaultAppKV()
+    coordination.at_hook_exit()
+    assert vault.data["charm-app/kv/app"][rs.ROTATION_KEY]["phase"] == "rewrite"
+    assert not os.path.exists(secure_storage_on)  # held: no file written by anyone

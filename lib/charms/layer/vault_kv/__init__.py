@@ -8,8 +8,10 @@ Charms import this package as they imported the old layer's module::
 Public: ``VaultAppKV``, ``VaultUnitKV``, ``get_vault_config``,
 ``register_local_copy`` (a charm's own copy of an app value, trusted when a
 move has to restore it), ``ask_vault_when`` (a reason of the charm's for a
-hook to ask Vault although no app value changed; see ``quiet_hooks``) and
-the exceptions.  ``_get_secret_backend`` is private but kept, because
+hook to ask Vault although no app value changed; see ``quiet_hooks``),
+``hold_ready_while`` (a reason of the charm's to keep ``layer.vault-kv.ready``
+down although Vault answered; see ``ready_holds``) and the exceptions.
+``_get_secret_backend`` is private but kept, because
 kubernetes-control-plane 1.27 and 1.28 call it.  Everything else in this
 package is private to the layer:
 
@@ -21,6 +23,7 @@ package is private to the layer:
   the unit's data is in (``wanted``/``active``).
 - ``migration``: moving data from ``charm-{app}`` to ``charm-{model-uuid}-{app}``.
 - ``lifecycle``: what the layer does at hook start and exit (and an action records).
+- ``ready_holds``: registered reasons to keep ready down although Vault answered.
 - ``local_copies``: what a unit knows without Vault (seen hashes, local
   copies of values a charm or secure storage registered).
 - ``hashing``, ``options``, ``status``, ``errors``: small helpers.
@@ -42,6 +45,7 @@ from charms.layer.vault_kv.errors import (
 )
 from charms.layer.vault_kv.local_copies import register_local_copy
 from charms.layer.vault_kv.quiet_hooks import ask_vault_when, quiet_hook
+from charms.layer.vault_kv.ready_holds import hold_ready_while
 from charms.layer.vault_kv.store import (
     VaultAppKV,
     VaultUnitKV,
@@ -70,6 +74,7 @@ __all__ = [
     "get_vault_config",
     "register_local_copy",
     "ask_vault_when",
+    "hold_ready_while",
     "quiet_hook",
     "reset_cached_state",
     "backend_of",

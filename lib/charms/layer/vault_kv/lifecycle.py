@@ -25,9 +25,9 @@ an exception at hook start or exit would fail every hook of the unit.
 """
 
 from charmhelpers.core import hookenv
-from charms.reactive import clear_flag, is_flag_set, set_flag
+from charms.reactive import clear_flag, is_flag_set
 
-from charms.layer.vault_kv import migration, names, quiet_hooks
+from charms.layer.vault_kv import migration, names, quiet_hooks, ready_holds
 from charms.layer.vault_kv.errors import VaultNotReady, VaultOperatorActionNeeded
 from charms.layer.vault_kv.store import VaultAppKV, VaultUnitKV
 
@@ -88,7 +88,7 @@ def at_hook_start() -> None:
     if quiet_hooks.reason_to_ask() is None:
         return
     try:
-        VaultAppKV()
+        app_kv = VaultAppKV()
     except VaultOperatorActionNeeded as error:
         clear_flag(names.READY)
         _log("app data not read at hook start: {}".format(error))
@@ -103,7 +103,7 @@ def at_hook_start() -> None:
         _log("app data not read at hook start: unexpected {}".format(type(error).__name__), hookenv.ERROR)
     else:
         if is_flag_set(names.CONNECTED):
-            set_flag(names.READY)
+            ready_holds.set_ready_unless_held(app_kv)
 
 
 def at_hook_exit() -> None:

@@ -41,9 +41,10 @@ READY = _flag(
     "Vault answered this unit with its credentials, within the last hour and since the last change it was"
     " told of (leader data, relation), and the app-kv flags are as of that answer; cleared when a change"
     " cannot be read (Vault unreachable), while data moves to a new backend, and when the relation goes."
-    " Not cleared when only the hourly freshness check went unanswered. kubernetes-control-plane gates its"
-    " apiserver on it at hook start and vaultlocker configures on it: both see it set through quiet hooks,"
-    " as before",
+    " Not cleared when only the hourly freshness check went unanswered. Kept down while a registered hold"
+    " says so (`hold_ready_while`; secure storage holds a new unit during most of a key rotation)."
+    " kubernetes-control-plane gates its apiserver on it at hook start and vaultlocker configures on it:"
+    " both see it set through quiet hooks, as before",
 )
 CONFIG_CHANGED = _flag("layer.vault-kv.config.changed", "the URL or credentials changed (the charm clears it)")
 APP_KV_PREFIX = "layer.vault-kv.app-kv."

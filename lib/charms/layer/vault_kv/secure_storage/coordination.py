@@ -142,7 +142,9 @@ def status_report() -> Dict[str, str]:
         prefix = "units.{}.".format(_action_key(unit))
         ack, keys = current.get(unit), lists.get(unit)
         report[prefix + "phase"] = ack.get("phase", "") if ack else "not reported"
-        report[prefix + "keys"] = _key_list(keys)
+        report[prefix + "keys"] = (
+            "held: no file until a phase the charm's own file fits" if ack and ack.get("held") else _key_list(keys)
+        )
         report[prefix + "write-key"] = str(keys[0][0]) if isinstance(keys, list) and keys else "unknown"
         report[prefix + "same-as-others"] = str(
             bool(keys) and all(other == keys for name, other in lists.items() if name != unit)
@@ -173,10 +175,18 @@ def _report_at_exit() -> None:
     state = rotation.read_state(app_kv)
     if not rotation_state.is_running(state):
         return
-    ack: Optional[Dict[str, Any]] = rotation.settled_acknowledgement(state, hookenv.local_unit()) if restarted else None
+    held = rotation.is_held_new_unit(state)
+    ack: Optional[Dict[str, Any]]
+    if held:
+        ack = rotation_state.held_acknowledgement(state, hookenv.local_unit())
+    else:
+        ack = rotation.settled_acknowledgement(state, hookenv.local_unit()) if restarted else None
     if ack is not None:
         unit_kv = vault_kv.VaultUnitKV()
         if unit_kv.get(rotation_state.ACK_KEY) != ack:
             unit_kv[rotation_state.ACK_KEY] = ack
+    if held and hookenv.is_leader():
+        # a held leader has no ready, so write_encryption_config does not run: it moves the phase on here
+        state = advance(app_kv, state)
     if state["phase"] == rotation_state.REWRITE and not state.get("confirmed") and hookenv.is_leader():
         vault_kv_status.blocked(rotation_state.describe(state))

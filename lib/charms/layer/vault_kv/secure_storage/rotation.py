@@ -24,7 +24,7 @@ from charmhelpers.core import hookenv
 from charms.reactive import clear_flag, is_flag_set, set_flag
 
 from charms.layer.vault_kv import names
-from charms.layer.vault_kv.secure_storage import config_path, encryption_config, rotation_state
+from charms.layer.vault_kv.secure_storage import KEY, config_path, encryption_config, rotation_state
 
 LOADED_RECORD = ".vault-kv-encryption-config-loaded"
 
@@ -75,6 +75,45 @@ def _well_formed(state: Any) -> bool:
         ):
             return False
     return isinstance(state.get("id"), str)
+
+
+# -- a unit that joins while a rotation runs -------------------------------------------
+
+
+def is_held_new_unit(state: Optional[Dict[str, Any]]) -> bool:
+    """Whether this unit has no file yet and the rotation's phase holds such units (``holds_new_units``).
+
+    "No file" is the charm's view too: ``secure-storage.created`` unset and
+    nothing at the path.  A unit that has its file follows the phase as any
+    other; a unit that lost it (created set) is not new and waits for it.
+    """
+    if is_flag_set(names.SECURE_STORAGE_CREATED) or not rotation_state.holds_new_units(state):
+        return False
+    path = config_path()
+    return bool(path) and not os.path.lexists(path)
+
+
+def hold_new_unit(app_kv: Any) -> Optional[str]:
+    """Registered with ``hold_ready_while``: keep a unit without a file from getting one in the wrong phase.
+
+    kubernetes-control-plane writes a new unit's file itself as soon as it
+    sees ready (through vaultlocker) and the key set: ``key1`` with Vault's
+    key.  In the phases that hold new units that file would give ``key1`` a
+    second key beside the other units' files, or miss a name Secrets are
+    stored under, and the apiserver would start with it.  So ready stays
+    down, and ``set.encryption_key`` too (the charm's ``create_secure_storage``
+    gates on it and vaultlocker may be configured already); nothing generates
+    a key without ready.  The unit acknowledges the phase as held at hook
+    exit, and gets its file once a phase no longer holds it (rename-retire,
+    or done).
+    """
+    state = read_state(app_kv)
+    if not is_held_new_unit(state):
+        return None
+    clear_flag(names.app_kv_flag(names.APP_KV_SET_KEY, KEY))
+    return "key rotation in phase {}: this new unit gets its encryption configuration in phase {}".format(
+        state["phase"], rotation_state.RENAME_RETIRE if state.get("rename") else rotation_state.RETIRE
+    )
 
 
 # -- the units that must acknowledge -------------------------------------------------

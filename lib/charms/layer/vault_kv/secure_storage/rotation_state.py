@@ -2,26 +2,46 @@
 
 Kubernetes' order for several apiservers (add the new key for reading
 everywhere, then make it the write key everywhere, rewrite every Secret, then
-drop the old key) is kept by four phases.  The leader enters the next phase
-only when every unit of the application has acknowledged the current one, and
-an acknowledgement names exactly what that unit's file holds, so a unit that
+drop the old key) is kept by phases.  The leader enters the next phase only
+when every unit of the application has acknowledged the current one, and an
+acknowledgement names exactly what that unit's file holds, so a unit that
 joined late, or whose hook died, holds the rotation back instead of being
-skipped:
+skipped.
 
-    add      [old, new]  the new key is a read key on every unit
-    promote  [new, old]  the new key writes everywhere; Vault's encryption_key is the new one
-    rewrite  [new, old]  the operator rewrites the stored Secrets, then confirms
-    retire   [new]       the old key leaves every file
-    done     [new, new as key1]  the old key is forgotten; the new key is also named key1, the
-                         name kubernetes-control-plane gives it on a unit it adds later
+A rotation ends in kubernetes-control-plane's own terms: one ``aescbc`` key
+named ``key1`` holding Vault's key, the file the charm writes itself on a unit
+it adds (1.28's ``create_secure_storage``, 1.29's ``EncryptionAtRest``).  The
+old key is usually ``key1`` already, and the apiserver finds a key by the name
+stored with each Secret, so the new key first takes another name and, once the
+old key is gone from every file, moves to ``key1`` with a second rewrite
+(``old`` = key1:O, ``new`` = key2:N)::
+
+    add             [key1:O, key2:N]  the new key is a read key on every unit
+    promote         [key2:N, key1:O]  the new key writes everywhere; Vault's encryption_key is N
+    rewrite         [key2:N, key1:O]  the operator rewrites the stored Secrets, then confirms
+    retire          [key2:N]          the old key leaves every file; key1 is in no file now
+    rename-add      [key2:N, key1:N]  key1 comes back, now for the new key, as a read key
+    rename-promote  [key1:N, key2:N]  key1 writes everywhere
+    rename-rewrite  [key1:N, key2:N]  the operator rewrites the stored Secrets again, then confirms
+    rename-retire   [key1:N]          the charm's own file, on every unit
+    done
+
+Each name stands for one key in every file in use at one time: ``key1``
+leaves every file (retire acknowledged by all) before it comes back for the
+new key.  When the old key is not named ``key1`` (a rotation done by hand),
+the new key is named ``key1`` at once and the rename phases are skipped.
+
+A unit that has no file yet gets one from the charm itself: ``key1`` with
+Vault's key.  In the phases where that file would give ``key1`` a second key
+or miss a name Secrets are stored under (``holds_new_units``), such a unit is
+held (the layer keeps ``layer.vault-kv.ready`` down, so the charm neither
+writes nor starts its apiserver) and acknowledges as held; it gets its file
+when the phase no longer holds it.
 
 The state lives in the application's Vault data (``ROTATION_KEY``), written
 by the leader only, so a leader change or a killed hook resumes where it
 stood; the new key is generated once, when the rotation starts, and the old
-one stays in the state until retire is acknowledged everywhere.  Key names
-are fixed when the rotation starts (the apiserver finds a key by the name
-stored with each Secret): every unit's file uses the same name for the same
-key.
+one stays in the state until retire is acknowledged everywhere.
 """
 
 import re
@@ -36,9 +56,18 @@ ROTATION_KEY = "encryption_key_rotation"
 #: the unit data key that holds a unit's acknowledgement
 ACK_KEY = "encryption_key_rotation_ack"
 
-ADD, PROMOTE, REWRITE, RETIRE, DONE = "add", "promote", "rewrite", "retire", "done"
-PHASES = (ADD, PROMOTE, REWRITE, RETIRE, DONE)
-RUNNING = (ADD, PROMOTE, REWRITE, RETIRE)
+ADD, PROMOTE, REWRITE, RETIRE = "add", "promote", "rewrite", "retire"
+RENAME_ADD, RENAME_PROMOTE, RENAME_REWRITE, RENAME_RETIRE = (
+    "rename-add",
+    "rename-promote",
+    "rename-rewrite",
+    "rename-retire",
+)
+DONE = "done"
+PHASES = (ADD, PROMOTE, REWRITE, RETIRE, RENAME_ADD, RENAME_PROMOTE, RENAME_REWRITE, RENAME_RETIRE, DONE)
+RUNNING = PHASES[:-1]
+#: the phases that wait for the operator's rewrite of the stored Secrets, with their number
+REWRITES = {REWRITE: 1, RENAME_REWRITE: 2}
 
 REWRITE_COMMANDS = (
     "apply a StorageVersionMigration for secrets (Kubernetes 1.30+ with the storagemigration API),"
@@ -71,14 +100,22 @@ def next_key_name(names_in_use: Iterable[str]) -> str:
 
 
 def start(old_value: str, old_name: str, names_in_use: Iterable[str], new_value: str) -> Dict[str, Any]:
-    """The state of a rotation that starts now from ``old_value`` (named ``old_name`` in the files)."""
+    """The state of a rotation that starts now from ``old_value`` (named ``old_name`` in the files).
+
+    The new key is named ``key1`` at once when no file key has that name;
+    otherwise it gets a name nothing is stored under and the rename phases
+    bring it to ``key1`` at the end.
+    """
     if old_value == new_value:
         raise RotationRefused("the new key equals the current one")
+    in_use = set(names_in_use) | {old_name}
+    new_name = CHARM_KEY_NAME if CHARM_KEY_NAME not in in_use else next_key_name(in_use)
     return {
         "id": uuid.uuid4().hex,
         "phase": ADD,
         "old": {"name": old_name, "value": old_value},
-        "new": {"name": next_key_name(set(names_in_use) | {old_name}), "value": new_value},
+        "new": {"name": new_name, "value": new_value},
+        "rename": new_name != CHARM_KEY_NAME,
         "confirmed": False,
         "started": int(time.time()),
     }
@@ -93,15 +130,53 @@ def refuse_start(state: Optional[Dict[str, Any]]) -> None:
 
 
 def phase_plan(state: Dict[str, Any]) -> Tuple[List[NamedKey], List[str]]:
-    """For a running rotation: (named keys every file starts with, first = write key), values to drop."""
+    """For a running rotation: (named keys every file starts with, first = write key), values to drop.
+
+    A value to drop may not appear in the file after the planned keys (under
+    any name); the planned keys themselves may hold it (rename-retire keeps
+    the new key as ``key1`` only).
+    """
     phase = state["phase"]
     old = (state["old"]["name"], state["old"]["value"])
     new = (state["new"]["name"], state["new"]["value"])
+    final = (CHARM_KEY_NAME, new[1])
     if phase == ADD:
         return [old, new], []
     if phase in (PROMOTE, REWRITE):
         return [new, old], []
-    return [new], [old[1]]
+    if phase == RETIRE:
+        return [new], [old[1]]
+    if phase == RENAME_ADD:
+        return [new, final], [old[1]]
+    if phase in (RENAME_PROMOTE, RENAME_REWRITE):
+        return [final, new], [old[1]]
+    return [final], [old[1], new[1]]
+
+
+def next_phase(state: Dict[str, Any]) -> str:
+    """The phase after ``state``'s: retire goes to done when the new key was named ``key1`` at once."""
+    phase = state["phase"]
+    if phase == RETIRE and not state.get("rename"):
+        return DONE
+    return PHASES[PHASES.index(phase) + 1]
+
+
+def holds_new_units(state: Optional[Dict[str, Any]]) -> bool:
+    """Whether a unit without a file must wait: the charm's own first file does not fit this phase.
+
+    The charm writes ``key1`` with Vault's key.  That fits when it is exactly
+    the phase's plan, or in add when ``key1`` is the plan's write key (nothing
+    is stored under the new key before promote).  Anywhere else it would give
+    ``key1`` a second key beside the other units' files, or miss a name
+    Secrets are stored under.
+    """
+    if not is_running(state):
+        return False
+    keys, _ = phase_plan(state)
+    charms_own = (CHARM_KEY_NAME, vault_key_in(state))
+    if keys == [charms_own]:
+        return False
+    return not (state["phase"] == ADD and keys[0] == charms_own)
 
 
 def vault_key_in(state: Dict[str, Any]) -> str:
@@ -122,8 +197,8 @@ def file_plan(state: Optional[Dict[str, Any]], vault_key: str) -> Optional[Tuple
     if phase == DONE:
         name, expected = state.get("name"), state.get("fingerprint")
         if name and expected == key_fingerprint(vault_key):
-            # also as key1: a unit added later gets the key from the charm's own first write as
-            # key1, and what its apiserver stores before the layer renames it stays readable
+            # a rotation this layer finished before it ended as key1 (name key2) also lists key1,
+            # the name the charm gives the key on a unit it adds
             return [(name, vault_key)] + ([(CHARM_KEY_NAME, vault_key)] if name != CHARM_KEY_NAME else []), []
         return None
     if phase not in RUNNING or vault_key != vault_key_in(state):
@@ -137,9 +212,9 @@ def planned_fingerprints(plan: Sequence[NamedKey]) -> List[List[str]]:
 
 
 def file_matches(plan: Sequence[NamedKey], drop: Sequence[str], in_file: Sequence[Tuple[str, Optional[str]]]) -> bool:
-    """Whether the file's keys start with the plan and hold nothing to drop."""
+    """Whether the file's keys start with the plan and hold nothing to drop after it."""
     planned = list(plan)
-    return list(in_file[: len(planned)]) == planned and not any(value in drop for _, value in in_file)
+    return list(in_file[: len(planned)]) == planned and not any(value in drop for _, value in in_file[len(planned) :])
 
 
 def acknowledgement(state: Dict[str, Any], unit: str, in_file: Sequence[Tuple[str, Optional[str]]]) -> Dict[str, Any]:
@@ -152,17 +227,24 @@ def acknowledgement(state: Dict[str, Any], unit: str, in_file: Sequence[Tuple[st
     }
 
 
+def held_acknowledgement(state: Dict[str, Any], unit: str) -> Dict[str, Any]:
+    """What a unit held without a file reports: it runs no apiserver with any key of this rotation."""
+    return {"id": state["id"], "phase": state["phase"], "unit": unit, "keys": [], "held": True}
+
+
 def acknowledged(state: Dict[str, Any], ack: Any) -> bool:
-    """Whether ``ack`` says its unit's file holds the current phase's plan."""
+    """Whether ``ack`` says its unit's file holds the current phase's plan (or it is held in a phase that holds)."""
     if not isinstance(ack, dict) or ack.get("id") != state["id"] or ack.get("phase") != state["phase"]:
         return False
+    if ack.get("held") is True:
+        return ack.get("keys") == [] and holds_new_units(state)
     keys, drop = phase_plan(state)
     wanted = planned_fingerprints(keys)
     dropped = {key_fingerprint(value) for value in drop}
     held = ack.get("keys")
     if not isinstance(held, list) or not all(isinstance(item, list) and len(item) == 2 for item in held):
         return False
-    return held[: len(wanted)] == wanted and not any(item[1] in dropped for item in held)
+    return held[: len(wanted)] == wanted and not any(item[1] in dropped for item in held[len(wanted) :])
 
 
 def waiting_for(state: Dict[str, Any], units: Iterable[str], acks: Dict[str, Any]) -> List[str]:
@@ -174,22 +256,26 @@ def next_state(state: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """(the application data to write, the new state) for entering the phase after ``state``'s.
 
     Entering promote also makes the new key Vault's ``encryption_key``, in
-    the same write as the state, so the two never disagree.  Leaving retire
-    forgets the old key.
+    the same write as the state, so the two never disagree.  Each rewrite
+    phase is left only once the operator confirmed it (the confirmation
+    is reset for the second one).  Done forgets both keys.
     """
     phase = state["phase"]
-    if phase == REWRITE and not state.get("confirmed"):
+    if phase in REWRITES and not state.get("confirmed"):
         raise RotationRefused("the stored Secrets were not confirmed rewritten")
-    if phase == RETIRE:
+    phase_after = next_phase(state)
+    if phase_after == DONE:
         done = {
             "id": state["id"],
             "phase": DONE,
-            "name": state["new"]["name"],
+            "name": CHARM_KEY_NAME,
             "fingerprint": key_fingerprint(state["new"]["value"]),
             "finished": int(time.time()),
         }
         return {ROTATION_KEY: done}, done
-    following = dict(state, phase=PHASES[PHASES.index(phase) + 1])
+    following = dict(state, phase=phase_after)
+    if phase in REWRITES:
+        following["confirmed"] = False
     updates: Dict[str, Any] = {ROTATION_KEY: following}
     if following["phase"] == PROMOTE:
         updates["encryption_key"] = state["new"]["value"]
@@ -200,11 +286,18 @@ def confirm(state: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     """The state with the rewrite confirmed; refused outside the rewrite phase."""
     if not is_running(state):
         raise RotationRefused("no rotation is running")
-    if state["phase"] != REWRITE:
+    if state["phase"] not in REWRITES:
         raise RotationRefused(
-            "the rotation is in phase {}; the rewrite is confirmed in phase rewrite".format(state["phase"])
+            "the rotation is in phase {}; a rewrite is confirmed in phase {} or {}, once every unit is there".format(
+                state["phase"], REWRITE, RENAME_REWRITE
+            )
         )
     return dict(state, confirmed=True)
+
+
+def rewrites_in(state: Dict[str, Any]) -> int:
+    """How many rewrites of the stored Secrets this rotation asks of the operator (1, or 2 with the rename)."""
+    return 2 if state.get("rename") else 1
 
 
 def describe(state: Optional[Dict[str, Any]], waiting: Sequence[str] = ()) -> str:
@@ -212,9 +305,9 @@ def describe(state: Optional[Dict[str, Any]], waiting: Sequence[str] = ()) -> st
     if not is_running(state):
         return ""
     phase = state["phase"]
-    if phase == REWRITE and not waiting and not state.get("confirmed"):
-        return "key rotation: rewrite stored Secrets, then run finish-encryption-key-rotation ({})".format(
-            REWRITE_COMMANDS
+    if phase in REWRITES and not waiting and not state.get("confirmed"):
+        return "key rotation: rewrite stored Secrets ({} of {}), then run finish-encryption-key-rotation ({})".format(
+            REWRITES[phase], rewrites_in(state), REWRITE_COMMANDS
         )
     text = "key rotation: phase {}".format(phase)
     if waiting:
