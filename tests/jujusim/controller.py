@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
-from tests.jujusim import hooktools, toolserver
+from tests.jujusim import hookserver, hooktools, toolserver
 from tests.jujusim.state import app_units, locked, queue_hook, relation_ends, unit_key
 
 TOOLS_DIR = Path(hooktools.__file__).resolve()
@@ -365,7 +365,13 @@ class Controller:
         charm_dir = Path(info["dir"]) / "charm"
         with locked(self.state_path, write=False) as state:
             model_name = state["models"][model]["name"]
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("JUJU_", "CHARM_", "VAULT_", "BAO_"))}
+        # Juju gives a hook neither this machine's Juju/Vault variables nor PYTHONDONTWRITEBYTECODE: a unit
+        # keeps its charm's compiled modules from one hook to the next
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("JUJU_", "CHARM_", "VAULT_", "BAO_")) and k != "PYTHONDONTWRITEBYTECODE"
+        }
         env.update(
             {
                 "PATH": "{}:{}:{}".format(self.bin, Path(self.python).parent, os.environ.get("PATH", "")),
@@ -459,9 +465,7 @@ class Controller:
         env["PYTHONPATH"] = self.hook_pythonpath()
         env.update(self.hook_env)
         env.update(self.unit_env.get((model, unit), {}))
-        process = subprocess.run(
-            self._hook_command(info, hook), cwd=str(charm_dir), env=env, capture_output=True, text=True, timeout=300
-        )
+        process = self._run_hook_process(info, hook, env)
         if process.returncode == 137 and (model, unit) in self.unit_env:
             self.kills.append(dict(item))
             del self.unit_env[(model, unit)]  # died once, as asked; the retry runs normally
@@ -474,6 +478,39 @@ class Controller:
         for observe in self.after_every_hook:
             observe(record, process)
         return process
+
+    def _run_hook_process(self, info: Dict[str, Any], hook: str, env: Dict[str, str]) -> subprocess.CompletedProcess:
+        """One hook, as a process of its own: forked from the hook server, or a new interpreter without it."""
+        charm_dir = Path(info["dir"]) / "charm"
+        command = self._hook_command(info, hook)
+        port = None
+        # a fresh interpreter when the test asks for its import list (only a new interpreter can give one)
+        if os.environ.get("JUJUSIM_HOOK_SERVER", "1") != "0" and "PYTHONPROFILEIMPORTTIME" not in env:
+            port = hookserver.ensure_running(self.python, env["PYTHONPATH"])
+        if port is None:
+            return subprocess.run(command, cwd=str(charm_dir), env=env, capture_output=True, text=True, timeout=300)
+        scratch = Path(tempfile.mkdtemp(dir=str(self.workdir), prefix="hook-"))
+        request = {
+            "argv": [str(charm_dir / "hooks" / hook)],
+            "cwd": str(charm_dir),
+            "env": env,
+            "stdout": str(scratch / "stdout"),
+            "stderr": str(scratch / "stderr"),
+            "private_var": None,
+        }
+        if self.private_var:
+            request["private_var"] = {
+                "upper": str(Path(info["dir"]) / "var-upper"),
+                "work": str(Path(info["dir"]) / "var-work"),
+                "hostname": self.hostname(info),
+            }
+        try:
+            code = hookserver.run(port, request)
+            out = (scratch / "stdout").read_text(errors="surrogateescape")
+            err = (scratch / "stderr").read_text(errors="surrogateescape")
+        finally:
+            shutil.rmtree(str(scratch), ignore_errors=True)
+        return subprocess.CompletedProcess(command, code, out, err)
 
     def start_hook_script(
         self, model: str, unit: str, hook: str, script: str, extra_env: Optional[Dict[str, str]] = None

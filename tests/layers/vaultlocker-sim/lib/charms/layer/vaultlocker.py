@@ -23,8 +23,6 @@ import uuid as uuidlib
 from pathlib import Path
 from typing import Dict, List
 
-import hvac
-
 ROOT = Path("/var/lib/vaultlocker-sim")
 CONF = ROOT / "vaultlocker.conf"
 MOUNTS = ROOT / "mounts.json"
@@ -58,7 +56,9 @@ def read_conf() -> Dict[str, str]:
     return dict(parser["vault"])
 
 
-def _client(conf: Dict[str, str]) -> hvac.Client:
+def _client(conf: Dict[str, str]) -> "hvac.Client":  # noqa: F821
+    import hvac  # only when a device key is written or read, as charmhelpers' vaultlocker helpers import it
+
     client = hvac.Client(url=conf["url"], timeout=15)
     client.auth.approle.login(role_id=conf["approle"], secret_id=conf["secret_id"])
     return client

@@ -1,0 +1,235 @@
+"""Hook processes forked from one that has already imported charms.reactive.
+
+A simulated hook used to be a new Python interpreter that imported
+charms.reactive, charmhelpers and PyYAML (about 0.25 s of CPU, more than the
+hook itself) before it dispatched.  Here one long-lived process imports them
+once, then forks a child per hook.  The child is still a process of its own
+for exactly one hook, as under Juju: it enters its own mount and UTS
+namespaces (the unit's private ``/var`` and hostname), takes the hook's
+environment, working directory, ``sys.path`` and ``sys.argv``, writes its
+output to the files the controller reads, runs the hook script as
+``__main__`` and exits with its status.  Nothing of the charm is imported
+before the fork (the layer, the charm's reactive modules and every library
+in the charm's ``lib/`` are loaded by the child, from the charm), and neither
+is hvac or requests: what a hook imports from Vault's side it pays for, as
+the layer's import-cost goals require.  Modules imported before the fork
+hold no state yet (charms.reactive registers handlers only when
+``bus.discover`` runs, in the child; charmhelpers' caches are empty).
+
+Protocol: one JSON request per connection on a loopback TCP port (command,
+cwd, environment, output files, the private-``/var`` overlay to mount); the
+answer is the exit status, a line.  One server per test process and
+interpreter, stopped by its process id at exit; it also ends when the
+process that started it is gone.  ``JUJUSIM_HOOK_SERVER=0`` turns it off
+(every hook is then a new interpreter, as before).
+"""
+
+import atexit
+import ctypes
+import json
+import os
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Dict, List, Optional
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+
+# what the server imports once, before any fork: what every reactive hook imports first
+PRELOADED = ("charms.reactive", "charmhelpers.core.hookenv", "charmhelpers.core.host", "charmhelpers.core.unitdata")
+
+
+def _libc_call(name: str, *args: Any) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if getattr(libc, name)(*args) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, "{}: {}".format(name, os.strerror(error)))
+
+
+def _enter_private_var(upper: str, work: str, hostname: str) -> None:
+    """What ``unshare -m -u`` + ``mount --make-rprivate /`` + the ``/var`` overlay + ``hostname`` did."""
+    _libc_call("unshare", CLONE_NEWNS | CLONE_NEWUTS)
+    _libc_call("mount", b"none", b"/", None, MS_REC | MS_PRIVATE, None)
+    options = "lowerdir=/var,upperdir={},workdir={}".format(upper, work).encode()
+    _libc_call("mount", b"overlay", b"/var", b"overlay", 0, options)
+    name = hostname.encode()
+    _libc_call("sethostname", name, len(name))
+
+
+class _LiveNamespacePath(list):
+    """``charms.__path__`` as ``pkgutil.extend_path`` computes it from ``sys.path`` as it is now.
+
+    The ``charms`` package (pkgutil style) was imported before the fork, when
+    the charm's ``lib/`` was not on ``sys.path``; a new interpreter computes its
+    path after the hook script appended ``lib``.  Computing it at each lookup
+    gives the child the same answer.
+    """
+
+    def __iter__(self):
+        import pkgutil
+
+        return iter(pkgutil.extend_path(list(list.__iter__(self)), "charms"))
+
+
+def _run_hook(request: Dict[str, Any], base_path: List[str]) -> None:
+    """In the forked child: become the hook process, run the hook, exit with its status (never returns)."""
+    code = 1
+    try:
+        with open(os.devnull, "rb") as null:
+            os.dup2(null.fileno(), 0)
+        for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
+            handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.dup2(handle, fd)
+            os.close(handle)
+        private = request.get("private_var")
+        if private:
+            _enter_private_var(private["upper"], private["work"], private["hostname"])
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        sys.dont_write_bytecode = bool(request["env"].get("PYTHONDONTWRITEBYTECODE"))
+        script = request["argv"][0]
+        extra = [entry for entry in request["env"].get("PYTHONPATH", "").split(os.pathsep) if entry]
+        sys.path[:] = [os.path.dirname(os.path.abspath(script))] + extra + base_path
+        sys.argv[:] = list(request["argv"])
+        import charms
+
+        charms.__path__ = _LiveNamespacePath(charms.__path__)
+        import sitecustomize  # the simulator's (hook_site): fault injection reads this hook's environment
+
+        sitecustomize.install(request["env"])
+        import runpy
+
+        try:
+            runpy.run_path(script, run_name="__main__")
+            code = 0
+        except SystemExit as error:
+            if error.code is None:
+                code = 0
+            elif isinstance(error.code, int):
+                code = error.code
+            else:
+                sys.stderr.write("{}\n".format(error.code))
+                code = 1
+        except BaseException:  # what the interpreter prints for an uncaught exception
+            import traceback
+
+            traceback.print_exc()
+            code = 1
+        atexit._run_exitfuncs()
+    except BaseException:  # the child's own set-up failed: say so in the hook's output
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    def handle(self) -> None:  # in a process forked per request
+        request = json.loads(self.rfile.readline().decode("utf-8"))
+        child = os.fork()
+        if child == 0:
+            self.connection.close()
+            _run_hook(request, self.server.base_path)  # type: ignore[attr-defined]
+        _, status = os.waitpid(child, 0)
+        code = os.waitstatus_to_exitcode(status)
+        self.wfile.write("{}\n".format(code if code >= 0 else 128 - code).encode())
+
+
+class _Server(socketserver.ForkingMixIn, socketserver.TCPServer):
+    allow_reuse_address = True
+    block_on_close = False
+
+
+def serve() -> None:
+    """Import what every hook imports, print the port, then fork a child per hook until killed."""
+    script_dir = os.path.dirname(os.path.abspath(__file__))
+    own = {entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry}
+    base_path = [entry for entry in sys.path if entry not in own and entry != script_dir]
+    for name in PRELOADED:
+        __import__(name)
+    parent = os.getppid()
+
+    def end_with_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=end_with_parent, daemon=True).start()
+    with _Server(("127.0.0.1", 0), _Handler) as server:
+        server.base_path = base_path  # type: ignore[attr-defined]
+        sys.stdout.write("{}\n".format(server.server_address[1]))
+        sys.stdout.flush()
+        server.serve_forever()
+
+
+_servers: Dict[str, subprocess.Popen] = {}
+_ports: Dict[str, int] = {}
+
+
+def ensure_running(python: str, pythonpath: str) -> Optional[int]:
+    """The port of the server for ``python`` (hooks get ``pythonpath``), started on first use; None if it cannot."""
+    key = "{}\0{}".format(python, pythonpath)
+    process = _servers.get(key)
+    if process is not None and process.poll() is None:
+        return _ports[key]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUJU", "CHARM_", "VAULT_", "BAO_"))}
+    env["PYTHONPATH"] = pythonpath
+    try:
+        process = subprocess.Popen(
+            [python, __file__],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+        port = int(process.stdout.readline().decode().strip())
+    except (OSError, ValueError):
+        return None
+    _servers[key], _ports[key] = process, port
+    atexit.unregister(stop)
+    atexit.register(stop)
+    return port
+
+
+def run(port: int, request: Dict[str, Any], timeout: float = 300) -> int:
+    """Run one hook through the server; its exit status."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+        connection.sendall(json.dumps(request).encode("utf-8") + b"\n")
+        answer = b""
+        while not answer.endswith(b"\n"):
+            chunk = connection.recv(64)
+            if not chunk:
+                raise RuntimeError("the hook server closed the connection without an exit status")
+            answer += chunk
+    return int(answer.decode().strip())
+
+
+def stop() -> None:
+    """Stop every hook server of this process by its process id."""
+    from tests.support.openbao import stop_process
+
+    for key, process in list(_servers.items()):
+        stop_process(process)
+        if process.stdout:
+            process.stdout.close()
+        del _servers[key]
+        _ports.pop(key, None)
+
+
+if __name__ == "__main__":
+    serve()  # nothing of the checkout on sys.path: a hook must see only what a unit has
