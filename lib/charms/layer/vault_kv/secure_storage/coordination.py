@@ -188,5 +188,5 @@ def _report_at_exit() -> None:
     if held and hookenv.is_leader():
         # a held leader has no ready, so write_encryption_config does not run: it moves the phase on here
         state = advance(app_kv, state)
-    if state["phase"] == rotation_state.REWRITE and not state.get("confirmed") and hookenv.is_leader():
+    if state["phase"] in rotation_state.REWRITES and not state.get("confirmed") and hookenv.is_leader():
         vault_kv_status.blocked(rotation_state.describe(state))
