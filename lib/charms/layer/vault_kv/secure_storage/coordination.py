@@ -87,7 +87,8 @@ def start() -> Dict[str, str]:
         "phase": following["phase"],
         "old-key": rotation_state.key_fingerprint(current),
         "new-key": rotation_state.key_fingerprint(following["new"]["value"]),
-        "next": "every unit adds the new key as a read key; follow with the encryption-key-status action",
+        "next": "every unit adds the new key as a read key; follow with the encryption-key-status action; "
+        + rotation_state.NO_REFRESH,
     }
 
 

@@ -79,6 +79,10 @@ NamedKey = Tuple[str, str]
 #: the name kubernetes-control-plane gives Vault's key when it writes the file itself
 CHARM_KEY_NAME = "key1"
 
+#: kubernetes-control-plane 1.29 and later no longer include this layer: nothing would finish the
+#: rotation, and its own handler rewrites a file whose first key is not Vault's to key1 alone
+NO_REFRESH = "finish the rotation before refreshing kubernetes-control-plane to 1.29 or later"
+
 
 class RotationRefused(Exception):
     """An operator's request that cannot be done now; the message says why (never a key)."""
@@ -306,10 +310,12 @@ def describe(state: Optional[Dict[str, Any]], waiting: Sequence[str] = ()) -> st
         return ""
     phase = state["phase"]
     if phase in REWRITES and not waiting and not state.get("confirmed"):
-        return "key rotation: rewrite stored Secrets ({} of {}), then run finish-encryption-key-rotation ({})".format(
-            REWRITES[phase], rewrites_in(state), REWRITE_COMMANDS
+        return (
+            "key rotation: rewrite stored Secrets ({} of {}), then run finish-encryption-key-rotation ({}); {}".format(
+                REWRITES[phase], rewrites_in(state), REWRITE_COMMANDS, NO_REFRESH
+            )
         )
     text = "key rotation: phase {}".format(phase)
     if waiting:
         text += ", waiting for {}".format(", ".join(waiting))
-    return text
+    return text + "; " + NO_REFRESH
