@@ -101,6 +101,7 @@ LONGEST_FIRST = [
     "test_vault_ha_failover.py",
     "test_vault_ha.py",
     "test_upgrade.py",
+    "test_refresh_to_ops.py",
 ]
 
 

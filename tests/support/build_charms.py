@@ -5,7 +5,9 @@ Each consumer build is the same charm, ``kcp-consumer``: the layer
 base layer, with layer options.  ``CONSUMERS`` lists them; the wrapper charm
 (its ``layer.yaml`` and ``metadata.yaml``) is written from the table at build
 time, so a new variant is one row.  The simulated vault application is a
-charm of its own (``tests/charms/vault-sim``).
+charm of its own (``tests/charms/vault-sim``).  Charms that need no ``charm
+build`` (``PLAIN_CHARMS``: the model of kubernetes-control-plane 1.29+, an ops
+charm without the layer, ``tests/charms/kcp-ops``) are copied as they are.
 
 Simulator builds are offline: layers and interfaces are served from local
 folders (CHARM_LAYERS_DIR, CHARM_INTERFACES_DIR) made of links to this
@@ -19,6 +21,7 @@ Outputs (git-ignored), by build name:
   legacy        build/charms/legacy/kcp-consumer       charm-{app}, as 1.27 was first released
   ss            build/charms/ss/kcp-consumer           current, with the layer's secure storage on too
   vault         build/charms/current/vault-sim         the simulated vault application
+  ops           build/charms/ops/kcp-ops               kubernetes-control-plane 1.29+ (no layer), copied
   functional/current, functional/legacy   build/functional/{current,legacy}/kcp-consumer
 
 Run: python -m tests.support.build_charms [build-dir]          (simulator charms)
@@ -32,7 +35,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, List, NamedTuple
+from typing import Dict, List, NamedTuple, Tuple
 
 import yaml
 
@@ -66,6 +69,8 @@ CONSUMERS: Dict[str, Consumer] = {
     ),
 }
 SIMULATOR_BUILDS = ["current", "legacy", "ss"]
+# plain charm directories, copied rather than built: build name -> (source folder, charm name)
+PLAIN_CHARMS: Dict[str, Tuple[str, str]] = {"ops": ("tests/charms/kcp-ops", "kcp-ops")}
 FUNCTIONAL_BUILDS = ["functional/current", "functional/legacy"]
 
 # what the simulator builds read: a change to any of them rebuilds
@@ -83,16 +88,17 @@ SOURCES += ["tests/layers", "tests/charms", "tests/support/build_charms.py"]
 LAYER_FILES = ["layer.yaml", "metadata.yaml", "wheelhouse.txt", "lib", "reactive", "actions", "actions.yaml"]
 
 
-def source_digest() -> str:
-    """A digest of every file the builds read, to rebuild only when one changed."""
+def source_digest(sources: List[str] = SOURCES, leave_out: Tuple[str, ...] = ()) -> str:
+    """A digest of every file under ``sources`` but ``leave_out``, to rebuild only when one changed."""
     digest = hashlib.sha256()
-    for source in SOURCES:
+    for source in sources:
         path = REPO / source
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
         for item in files:
-            if "__pycache__" in item.parts:
+            relative = str(item.relative_to(REPO))
+            if "__pycache__" in item.parts or relative.startswith(tuple(folder + "/" for folder in leave_out)):
                 continue
-            digest.update(str(item.relative_to(REPO)).encode())
+            digest.update(relative.encode())
             digest.update(item.read_bytes())
     return digest.hexdigest()
 
@@ -134,13 +140,15 @@ def write_consumer(target: Path, consumer: Consumer) -> Path:
 def output_of(build_dir: Path, name: str) -> Path:
     if name == "vault":
         return build_dir / "charms" / "current" / "vault-sim"
+    if name in PLAIN_CHARMS:
+        return build_dir / "charms" / name / PLAIN_CHARMS[name][1]
     if name.startswith("functional/"):
         return build_dir / "functional" / name.split("/", 1)[1] / "kcp-consumer"
     return build_dir / "charms" / name / "kcp-consumer"
 
 
 def charm_paths(build_dir: Path) -> Dict[str, Path]:
-    return {name: output_of(build_dir, name) for name in SIMULATOR_BUILDS + ["vault"]}
+    return {name: output_of(build_dir, name) for name in SIMULATOR_BUILDS + ["vault"] + list(PLAIN_CHARMS)}
 
 
 def _work_dir(work: Path, offline: bool) -> Dict[str, str]:
@@ -186,9 +194,38 @@ def build(build_dir: Path = REPO / "build", force: bool = False) -> Dict[str, Pa
     build_dir = Path(build_dir).resolve()
     paths = charm_paths(build_dir)
     stamp = build_dir / "charms" / ".sources"
-    digest = source_digest()
-    if not force and stamp.exists() and stamp.read_text() == digest and all(p.exists() for p in paths.values()):
-        return paths
+    # a plain charm's change costs a copy, not the charm builds
+    digest = source_digest(leave_out=tuple(source for source, _ in PLAIN_CHARMS.values()))
+    built = [name for name in paths if name not in PLAIN_CHARMS]
+    if force or not (stamp.exists() and stamp.read_text() == digest and all(paths[n].exists() for n in built)):
+        _build_all(build_dir, paths)
+        stamp.write_text(digest)
+    for name in PLAIN_CHARMS:
+        _copy_plain_charm(name, paths[name])
+    for name, path in paths.items():
+        if not (path / "hooks" / "install").exists():
+            raise RuntimeError("charm build produced no {} charm at {}".format(name, path))
+    return paths
+
+
+def _copy_plain_charm(name: str, target: Path) -> None:
+    """Copy a plain charm directory when its files changed (put in place by a rename)."""
+    source = PLAIN_CHARMS[name][0]
+    stamp = target.parent / ".sources"
+    digest = source_digest([source])
+    if stamp.exists() and stamp.read_text() == digest and target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / ".{}.{}".format(target.name, os.getpid())
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(REPO / source, staging, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.rmtree(target, ignore_errors=True)
+    os.rename(staging, target)
+    stamp.write_text(digest)
+
+
+def _build_all(build_dir: Path, paths: Dict[str, Path]) -> None:
+    """charm build of every consumer build and of the vault application."""
     work = build_dir / "charm-build"
     shutil.rmtree(build_dir / "charms", ignore_errors=True)
     env = _work_dir(work, offline=True)
@@ -203,11 +240,6 @@ def build(build_dir: Path = REPO / "build", force: bool = False) -> Dict[str, Pa
     with ThreadPoolExecutor(max_workers=2) as pool:  # two at a time: the machine has two cores
         for done in [pool.submit(build_one, name) for name in sources]:
             done.result()
-    for name, path in paths.items():
-        if not (path / "hooks" / "install").exists():
-            raise RuntimeError("charm build produced no {} charm at {}".format(name, path))
-    stamp.write_text(digest)
-    return paths
 
 
 def build_functional(build_dir: Path = REPO / "build") -> Dict[str, Path]:

@@ -2,7 +2,8 @@
 
 A built charm has ``reactive/*.py`` loaded by charms.reactive's bus (by file,
 not as a package) and the interface under ``hooks/relations/vault-kv``.  Tests
-and the benchmark load them from this repository with these two helpers.
+and the benchmark load them from this repository with these two helpers;
+``load_kcp_ops`` loads the kubernetes-control-plane 1.29+ model charm's script.
 """
 
 import importlib
@@ -47,3 +48,15 @@ def load_interface(side: str) -> ModuleType:
         sys.modules[package] = module
         spec.loader.exec_module(module)
     return importlib.import_module("{}.{}".format(package, side))
+
+
+def load_kcp_ops() -> ModuleType:
+    """``tests/charms/kcp-ops/src/kcp_ops.py`` (the kubernetes-control-plane 1.29+ model) as a module, once."""
+    if "kcp-ops" not in _loaded:
+        spec = importlib.util.spec_from_file_location(
+            "kcp_ops_model", REPO / "tests" / "charms" / "kcp-ops" / "src" / "kcp_ops.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _loaded["kcp-ops"] = module
+    return _loaded["kcp-ops"]
