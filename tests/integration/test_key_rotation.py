@@ -115,8 +115,7 @@ def test_a_full_rotation_goes_through_every_phase_on_every_unit_and_restarts_eac
     # the rewrites moved every Secret to the new key under key1, and every apiserver read every one after every hook
     assert set(cluster.apiservers.etcd[model].stored_under()) == {"key1"} and cluster.apiservers.stored(model) > 10
     # what kubernetes-control-plane (1.28, 1.29+) writes itself on a unit it adds reads every Secret
-    vault_value = cluster.bao.read("{}/kv/app".format(backend))["encryption_key"]
-    assert cluster.apiservers.readable_with(model, cluster.apiservers.charm_file_for(vault_value)) == ([], [])
+    rotation.assert_a_charm_written_file_reads_everything(cluster, model, backend)
 
     everywhere = lambda keys: {unit: keys for unit in cluster.units(model)}  # noqa: E731
     assert seen["add"] == everywhere([("key1", old), ("key2", new)])
@@ -181,6 +180,7 @@ def test_a_leader_change_in_every_phase_resumes_where_the_rotation_stood(secure_
     assert cluster.vault_fingerprint(backend) == new
     assert set(map(tuple, rotation.file_key_lists(cluster, model).values())) == {(("key1", new),)}
     assert {k: v - before[k] for k, v in rotation.restarts(cluster, model).items()} == {u: 1 for u in units}
+    rotation.assert_a_charm_written_file_reads_everything(cluster, model, backend)
 
 
 def test_units_added_mid_rotation_never_run_an_apiserver_that_misreads_and_a_charm_flag_confirms_a_rewrite(
@@ -248,6 +248,7 @@ def test_units_added_mid_rotation_never_run_an_apiserver_that_misreads_and_a_cha
     assert len(lists) == 5 and set(map(tuple, lists.values())) == {(("key1", new),)}
     assert rotation.loaded_key_lists(cluster, model)[added] == [("key1", new)]
     assert "layer.vault-kv.ready" in cluster.flags(model, added)
+    rotation.assert_a_charm_written_file_reads_everything(cluster, model, backend)
     generated = sum(
         cluster.controller.log(model, u).count("generated a new encryption_key")
         + cluster.controller.log(model, u).count("stored encryption_key from a newly generated key")

@@ -85,3 +85,4 @@ def test_killed_after_each_vault_request_and_file_write_the_rotation_resumes_and
         u: 1 for u in cluster.units(model)
     }
     assert kills > 60, kills
+    rotation.assert_a_charm_written_file_reads_everything(cluster, model, backend)

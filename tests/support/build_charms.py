@@ -190,8 +190,22 @@ def _charm_build(source: Path, out: Path, env: Dict[str, str], cwd: Path, offlin
 
 
 def build(build_dir: Path = REPO / "build", force: bool = False) -> Dict[str, Path]:
-    """Build the simulator charms if their sources changed; returns their paths by build name."""
+    """Build the simulator charms if their sources changed; returns their paths by build name.
+
+    One build at a time per build folder (an exclusive lock on a file in it): pytest-xdist
+    workers started without ``make charms`` first each call this, and the second then finds
+    the first's build up to date instead of building over it.
+    """
+    import fcntl
+
     build_dir = Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with open(str(build_dir / ".build.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_unlocked(build_dir, force)
+
+
+def _build_unlocked(build_dir: Path, force: bool) -> Dict[str, Path]:
     paths = charm_paths(build_dir)
     stamp = build_dir / "charms" / ".sources"
     # a plain charm's change costs a copy, not the charm builds

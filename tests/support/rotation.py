@@ -73,6 +73,18 @@ def rewrite_stored_secrets(cluster, model: str) -> None:
     cluster.apiservers.rewrite(model, via=leader(cluster, model))
 
 
+def assert_a_charm_written_file_reads_everything(cluster, model: str, backend: str) -> None:
+    """The file kubernetes-control-plane writes itself on a unit it adds (1.28 and 1.29+ alike: key1 =
+    Vault's key, then identity) reads every Secret stored so far, none as other bytes."""
+    vault_value = (cluster.bao.read("{}/kv/app".format(backend)) or {}).get("encryption_key")
+    assert vault_value, "Vault holds no encryption key"
+    unreadable, corrupted = cluster.apiservers.readable_with(model, cluster.apiservers.charm_file_for(vault_value))
+    assert (unreadable, corrupted) == ([], []), "a charm-written file cannot read Secrets {} and misreads {}".format(
+        unreadable, corrupted
+    )
+    assert cluster.apiservers.stored(model) > 0
+
+
 def action(cluster, model: str, unit: str, name: str) -> dict:
     return cluster.controller.run_action(model, unit, name)
 
