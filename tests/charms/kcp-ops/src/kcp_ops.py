@@ -531,7 +531,8 @@ def restart_apiserver() -> None:
         config = base64.b64encode(ENCRYPTION_CONFIG.read_bytes()).decode("ascii")
     except OSError:
         config = None
-    record = {"keys": named_key_fingerprints(), "starts": starts + 1, "config": config}
+    # without a file the charm leaves --encryption-provider-config out: the apiserver runs, encrypting nothing
+    record = {"keys": named_key_fingerprints(), "starts": starts + 1, "config": config, "unencrypted": config is None}
     APISERVER_RECORD.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(str(APISERVER_RECORD), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
