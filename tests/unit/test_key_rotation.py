@@ -205,7 +205,7 @@ def test_status_lines_never_hold_a_key():
     assert "(2 of 2)" in rs.describe(dict(state, phase="rename-rewrite"))
     assert "(1 of 1)" in rs.describe(dict(started("key5", ("key5",)), phase="rewrite"))
     for phase in rs.RUNNING:  # kubernetes-control-plane 1.29+ does not include the layer: nothing would finish it
-        assert "before refreshing kubernetes-control-plane to 1.29" in rs.describe(dict(state, phase=phase))
+        assert "before refreshing kubernetes-control-plane (to 1.29+" in rs.describe(dict(state, phase=phase))
 
 
 # -- the file, by named keys -----------------------------------------------------------------
@@ -446,3 +446,51 @@ def test_a_held_unit_acknowledges_as_held_and_a_held_leader_moves_the_phase_on(j
     coordination.at_hook_exit()
     assert vault.data["charm-app/kv/app"][rs.ROTATION_KEY]["phase"] == "rewrite"
     assert not os.path.exists(secure_storage_on)  # held: no file written by anyone
+
+
+def test_a_rotation_started_by_an_earlier_build_still_takes_the_rename_leg():
+    """States written before the rename leg existed have no ``rename`` field; their new key is key2."""
+    earlier = {k: v for k, v in started().items() if k != "rename"}
+    assert rs.next_state(dict(earlier, phase="retire"))[1]["phase"] == "rename-add"
+    assert rs.rewrites_in(earlier) == 2 and rs.holds_new_units(dict(earlier, phase="retire"))
+    by_hand = {k: v for k, v in started("key5", ("key5",)).items() if k != "rename"}
+    assert rs.next_state(dict(by_hand, phase="retire"))[1]["phase"] == "done"
+
+
+def test_the_leader_waits_for_a_dying_unit_to_go_before_key1_changes_meaning(juju, vault, flags, secure_storage_on):
+    from charmhelpers.core import hookenv
+
+    from charms.layer import vault_kv
+    from charms.layer.vault_kv.secure_storage import coordination
+
+    units = {"app/0": {"status": "active"}, "app/1": {"status": "dying"}}
+    hookenv.goal_state.side_effect = lambda: {"units": units}
+    retire = dict(started(), phase="retire")
+    vault.data["charm-app/kv/app"] = {"encryption_key": NEW, rs.ROTATION_KEY: retire}
+    vault.data["charm-app/kv/unit/0"] = {rs.ACK_KEY: ack(retire, [("key2", NEW)])}
+    app_kv = vault_kv.VaultAppKV()
+    assert coordination.advance(app_kv, retire)["phase"] == "retire"  # app/1 may still read key1 as the old key
+    del units["app/1"]
+    assert coordination.advance(app_kv, retire)["phase"] == "rename-add"
+    add = started()
+    vault.data["charm-app/kv/unit/0"] = {rs.ACK_KEY: ack(add, [("key1", OLD), ("key2", NEW)])}
+    units["app/1"] = {"status": "dying"}  # elsewhere a dying unit is not waited for
+    assert coordination.advance(app_kv, add)["phase"] == "promote"
+
+
+def test_a_new_unit_with_an_identity_only_file_is_held_and_none_is_held_when_vaults_key_is_not_the_states(
+    juju, vault, flags, secure_storage_on
+):
+    from charms.layer.vault_kv.secure_storage import rotation
+
+    promote = dict(started(), phase="promote")
+    os.makedirs(os.path.dirname(secure_storage_on), exist_ok=True)
+    identity_only = {
+        "kind": "EncryptionConfig",
+        "apiVersion": "v1",
+        "resources": [{"resources": ["secrets"], "providers": [{"identity": {}}]}],
+    }
+    with open(secure_storage_on, "w") as handle:
+        handle.write(yaml.safe_dump(identity_only))
+    assert rotation.is_held_new_unit(promote, NEW)
+    assert not rotation.is_held_new_unit(promote, OLD)  # Vault holds a key the state does not speak of

@@ -159,3 +159,14 @@ def test_the_file_is_registered_as_the_local_copy_only_when_on(storage, vault, j
     vault_kv_encryption_config.write_key(str(storage.path), on_disk)
     assert vault_kv_local_copies.registered_keys() == ["encryption_key"]
     assert vault_kv_local_copies.local_value("encryption_key") == on_disk
+
+
+def test_a_file_holding_several_keys_mid_rotation_is_no_local_copy_for_a_move(storage, vault, juju):
+    """One phase behind, a unit's file starts with the old key: a move trusting it would put it back in Vault."""
+    old, new = vault_kv_encryption_config.generate_key(), vault_kv_encryption_config.generate_key()
+    vault_kv_encryption_config.write_named_keys(str(storage.path), [("key1", old), ("key2", new)])
+    assert vault_kv_local_copies.local_value("encryption_key") is None
+    vault_kv_encryption_config.write_named_keys(str(storage.path), [("key1", new)], drop=[old])
+    assert vault_kv_local_copies.local_value("encryption_key") == new
+    vault_kv_encryption_config.write_named_keys(str(storage.path), [("key2", new), ("key1", new)])
+    assert vault_kv_local_copies.local_value("encryption_key") == new  # one key under two names: still a copy

@@ -43,7 +43,27 @@ def register_the_file_as_local_copy() -> None:
     from charms.layer.vault_kv import register_local_copy
 
     if config_path():
-        register_local_copy(KEY, read_local_key)
+        register_local_copy(KEY, read_local_copy)
+
+
+def read_local_copy() -> Optional[str]:
+    """The file's key as this unit's copy of ``encryption_key``; None when the file holds several keys.
+
+    Several different keys mean a rotation is under way (or was done by hand):
+    which one is Vault's depends on the phase, and a unit one phase behind
+    holds the old key first.  A move that trusted it would put the old key
+    back in the new backend under a rotation state that speaks of the new
+    one, so then the move takes Vault's value from the old backend instead.
+    """
+    path = config_path()
+    if not path:
+        return None
+    keys = encryption_config.read_named_keys(path)
+    if not keys:
+        return None
+    if len({value for _, value in keys}) > 1:
+        return None
+    return read_local_key()
 
 
 def _file_digest() -> Optional[str]:

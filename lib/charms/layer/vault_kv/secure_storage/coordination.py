@@ -44,6 +44,10 @@ def advance(app_kv: Any, state: Dict[str, Any]) -> Dict[str, Any]:
         return state
     acks = rotation.read_acknowledgements(app_kv._session, vault_kv.backend_of(app_kv))
     waiting = rotation_state.waiting_for(state, units, acks)
+    if rotation_state.next_phase(state) == rotation_state.RENAME_ADD:
+        # key1 is about to stand for the new key: a unit being removed may still run a file in which
+        # it is the old one (no acknowledgement is asked of it), so wait until it is gone
+        waiting += rotation.dying_units()
     if waiting:
         _log("key rotation: phase {} waits for {}".format(state["phase"], ", ".join(waiting)), hookenv.DEBUG)
         return state
@@ -176,7 +180,8 @@ def _report_at_exit() -> None:
     state = rotation.read_state(app_kv)
     if not rotation_state.is_running(state):
         return
-    held = rotation.is_held_new_unit(state)
+    vault_key = app_kv.get(KEY)
+    held = rotation.is_held_new_unit(state, vault_key if isinstance(vault_key, str) else None)
     ack: Optional[Dict[str, Any]]
     if held:
         ack = rotation_state.held_acknowledgement(state, hookenv.local_unit())
@@ -187,7 +192,11 @@ def _report_at_exit() -> None:
         if unit_kv.get(rotation_state.ACK_KEY) != ack:
             unit_kv[rotation_state.ACK_KEY] = ack
     if held and hookenv.is_leader():
-        # a held leader has no ready, so write_encryption_config does not run: it moves the phase on here
-        state = advance(app_kv, state)
+        # a held leader has no ready, so write_encryption_config does not run: it moves the phase on here,
+        # then records the layer's hashes and digest again (the layer's own exit may have run before this one)
+        if advance(app_kv, state) is not state:
+            from charms.layer.vault_kv import lifecycle
+
+            lifecycle.at_hook_exit()
     if state["phase"] in rotation_state.REWRITES and not state.get("confirmed") and hookenv.is_leader():
         vault_kv_status.blocked(rotation_state.describe(state))

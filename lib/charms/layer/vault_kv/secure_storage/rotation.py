@@ -80,17 +80,28 @@ def _well_formed(state: Any) -> bool:
 # -- a unit that joins while a rotation runs -------------------------------------------
 
 
-def is_held_new_unit(state: Optional[Dict[str, Any]]) -> bool:
-    """Whether this unit has no file yet and the rotation's phase holds such units (``holds_new_units``).
+def is_held_new_unit(state: Optional[Dict[str, Any]], vault_key: Optional[str] = None) -> bool:
+    """Whether this unit has no key file yet and the rotation's phase holds such units (``holds_new_units``).
 
-    "No file" is the charm's view too: ``secure-storage.created`` unset and
-    nothing at the path.  A unit that has its file follows the phase as any
-    other; a unit that lost it (created set) is not new and waits for it.
+    "No key file" is the charm's view too: ``secure-storage.created`` unset,
+    and nothing at the path or a file with no ``aescbc`` key (the identity-only
+    file kubernetes-control-plane writes while it has no secure storage).  A
+    unit that has its file follows the phase as any other; a unit that lost
+    it (created set) is not new and waits for it.  When Vault's key is not the
+    one the state speaks of (``file_plan`` gives no plan: set by hand, or put
+    back by a move), the phases mean nothing and nobody is held.
     """
     if is_flag_set(names.SECURE_STORAGE_CREATED) or not rotation_state.holds_new_units(state):
         return False
+    if vault_key is not None and rotation_state.file_plan(state, vault_key) is None:
+        return False
     path = config_path()
-    return bool(path) and not os.path.lexists(path)
+    if not path:
+        return False
+    try:
+        return not encryption_config.read_named_keys(path)
+    except encryption_config.EncryptionConfigError:
+        return False  # a file that cannot be read: the handlers block on it, a hold would hide that
 
 
 def hold_new_unit(app_kv: Any) -> Optional[str]:
@@ -108,12 +119,22 @@ def hold_new_unit(app_kv: Any) -> Optional[str]:
     or done).
     """
     state = read_state(app_kv)
-    if not is_held_new_unit(state):
+    vault_key = app_kv.get(KEY)
+    if not is_held_new_unit(state, vault_key if isinstance(vault_key, str) else None):
         return None
     clear_flag(names.app_kv_flag(names.APP_KV_SET_KEY, KEY))
     return "key rotation in phase {}: this new unit gets its encryption configuration in phase {}".format(
-        state["phase"], rotation_state.RENAME_RETIRE if state.get("rename") else rotation_state.RETIRE
+        state["phase"], rotation_state.RENAME_RETIRE if rotation_state.renames(state) else rotation_state.RETIRE
     )
+
+
+def dying_units() -> List[str]:
+    """The units goal-state says are going away (they may still run an apiserver with an older file)."""
+    try:
+        units = hookenv.goal_state().get("units") or {}
+    except (NotImplementedError, OSError, ValueError):
+        return []
+    return sorted(name for name, info in units.items() if (info or {}).get("status") in ("dying", "dead"))
 
 
 # -- the units that must acknowledge -------------------------------------------------

@@ -80,8 +80,9 @@ NamedKey = Tuple[str, str]
 CHARM_KEY_NAME = "key1"
 
 #: kubernetes-control-plane 1.29 and later no longer include this layer: nothing would finish the
-#: rotation, and its own handler rewrites a file whose first key is not Vault's to key1 alone
-NO_REFRESH = "finish the rotation before refreshing kubernetes-control-plane to 1.29 or later"
+#: rotation, and its own handler rewrites a file whose first key is not Vault's to key1 alone; a
+#: refresh that moves the backend runs 1.28's migration, which writes a file's first key to Vault
+NO_REFRESH = "finish the rotation before refreshing kubernetes-control-plane (to 1.29+, or to a new backend)"
 
 
 class RotationRefused(Exception):
@@ -157,10 +158,22 @@ def phase_plan(state: Dict[str, Any]) -> Tuple[List[NamedKey], List[str]]:
     return [final], [old[1], new[1]]
 
 
+def renames(state: Dict[str, Any]) -> bool:
+    """Whether the rotation ends with the rename leg: its new key was not named ``key1`` at once.
+
+    Read from the new key's name when the state does not say (a rotation
+    started by an earlier build of this layer, whose states have no
+    ``rename`` field): a rotation to ``key2`` must still end as ``key1``.
+    """
+    if isinstance(state.get("rename"), bool):
+        return state["rename"]
+    return state["new"]["name"] != CHARM_KEY_NAME
+
+
 def next_phase(state: Dict[str, Any]) -> str:
     """The phase after ``state``'s: retire goes to done when the new key was named ``key1`` at once."""
     phase = state["phase"]
-    if phase == RETIRE and not state.get("rename"):
+    if phase == RETIRE and not renames(state):
         return DONE
     return PHASES[PHASES.index(phase) + 1]
 
@@ -301,7 +314,7 @@ def confirm(state: Optional[Dict[str, Any]]) -> Dict[str, Any]:
 
 def rewrites_in(state: Dict[str, Any]) -> int:
     """How many rewrites of the stored Secrets this rotation asks of the operator (1, or 2 with the rename)."""
-    return 2 if state.get("rename") else 1
+    return 2 if renames(state) else 1
 
 
 def describe(state: Optional[Dict[str, Any]], waiting: Sequence[str] = ()) -> str:
