@@ -148,3 +148,47 @@ def test_in_hook_refuses_a_unit_whose_charm_carries_another_layer_library(contro
         with controller.in_hook(model, CONSUMER):
             ran.append(CONSUMER)
     assert ran == []
+
+
+def replace_hook(controller, model, unit, body):
+    """Make ``unit``'s update-status hook the Python ``body`` (a charm whose hook does only that)."""
+    hook = Path(charm_dir(controller, model, unit)) / "hooks" / "update-status"
+    hook.write_text("#!/usr/bin/env python3\n" + body)
+    return {"model": model, "unit": unit, "hook": "update-status"}
+
+
+def test_a_forked_hook_ends_as_a_process_does_and_is_killed_past_its_timeout(controller, tmp_path, monkeypatch):
+    """Hooks forked from the hook server: a signal's death, an exit status, the timeout, a new interpreter
+    for a hook with interpreter variables of its own (the same answers as subprocess.run gives)."""
+    import subprocess
+
+    from tests.jujusim import hookserver
+
+    controller, model = controller
+    item = replace_hook(controller, model, CONSUMER, "import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n")
+    assert controller.run_hook(item).returncode == -15
+    item = replace_hook(controller, model, CONSUMER, "import sys\nprint('out'); sys.exit(3)\n")
+    process = controller.run_hook(item)
+    assert (process.returncode, process.stdout) == (3, "out\n")
+
+    marker = tmp_path / "still-running"
+    item = replace_hook(
+        controller, model, CONSUMER, "import time\ntime.sleep(3)\nopen({!r}, 'w').write('x')\n".format(str(marker))
+    )
+    real_run = hookserver.run
+    monkeypatch.setattr(hookserver, "run", lambda port, request: real_run(port, request, timeout=1))
+    with pytest.raises(subprocess.TimeoutExpired):
+        controller.run_hook(item)
+    monkeypatch.undo()
+    import time
+
+    time.sleep(3)
+    assert not marker.exists()  # killed, not left running beside the unit's next hook
+
+    item = replace_hook(controller, model, CONSUMER, "import sys\nprint(sys.flags.hash_randomization)\n")
+    controller.hook_env["PYTHONHASHSEED"] = "0"  # acts only when an interpreter starts: a new one is used
+    try:
+        assert controller.run_hook(item).stdout == "0\n"
+    finally:
+        del controller.hook_env["PYTHONHASHSEED"]
+    assert controller.run_hook(item).stdout == "1\n"

@@ -484,8 +484,8 @@ class Controller:
         charm_dir = Path(info["dir"]) / "charm"
         command = self._hook_command(info, hook)
         port = None
-        # a fresh interpreter when the test asks for its import list (only a new interpreter can give one)
-        if os.environ.get("JUJUSIM_HOOK_SERVER", "1") != "0" and "PYTHONPROFILEIMPORTTIME" not in env:
+        # a new interpreter when the hook sets one of its own variables (an import list, a hash seed, ...)
+        if os.environ.get("JUJUSIM_HOOK_SERVER", "1") != "0" and hookserver.serves(env):
             port = hookserver.ensure_running(self.python, env["PYTHONPATH"])
         if port is None:
             return subprocess.run(command, cwd=str(charm_dir), env=env, capture_output=True, text=True, timeout=300)

@@ -21,7 +21,15 @@ cwd, environment, output files, the private-``/var`` overlay to mount); the
 answer is the exit status, a line.  One server per test process and
 interpreter, stopped by its process id at exit; it also ends when the
 process that started it is gone.  ``JUJUSIM_HOOK_SERVER=0`` turns it off
-(every hook is then a new interpreter, as before).
+(every hook is then a new interpreter, as before), and a hook whose
+environment sets an interpreter variable of its own gets one too (``serves``).
+
+What still differs from a new interpreter: every forked hook has the
+server's hash seed (set and dict-of-str orders are the same from one hook to
+the next), and ``charms.__path__`` is recomputed at each lookup, so a hook
+script that imported ``charms`` before putting ``lib`` on ``sys.path`` would
+find the charm's ``charms.layer`` here but not on a unit (the charms' hook
+scripts put ``lib`` first, as layer:basic's do).
 """
 
 import atexit
@@ -136,16 +144,37 @@ def _run_hook(request: Dict[str, Any], base_path: List[str]) -> None:
         os._exit(code)
 
 
+#: the answer for a hook killed because it ran past its timeout
+TIMED_OUT = "timeout"
+
+
 class _Handler(socketserver.StreamRequestHandler):
     def handle(self) -> None:  # in a process forked per request
+        import signal
+
         request = json.loads(self.rfile.readline().decode("utf-8"))
         child = os.fork()
         if child == 0:
             self.connection.close()
             _run_hook(request, self.server.base_path)  # type: ignore[attr-defined]
-        _, status = os.waitpid(child, 0)
-        code = os.waitstatus_to_exitcode(status)
-        self.wfile.write("{}\n".format(code if code >= 0 else 128 - code).encode())
+        expired = []
+
+        def kill_the_hook(_signum, _frame):  # past its timeout: killed, as subprocess.run(timeout=) does
+            expired.append(True)
+            os.kill(child, signal.SIGKILL)
+
+        signal.signal(signal.SIGALRM, kill_the_hook)
+        signal.alarm(max(1, int(request.get("timeout", 300))))
+        while True:
+            try:
+                _, status = os.waitpid(child, 0)
+                break
+            except InterruptedError:  # pragma: no cover  (PEP 475 retries; kept for clarity)
+                continue
+        signal.alarm(0)
+        # like subprocess: the exit status, or minus the signal that ended the hook
+        answer = TIMED_OUT if expired else str(os.waitstatus_to_exitcode(status))
+        self.wfile.write("{}\n".format(answer).encode())
 
 
 class _Server(socketserver.ForkingMixIn, socketserver.TCPServer):
@@ -185,7 +214,7 @@ def ensure_running(python: str, pythonpath: str) -> Optional[int]:
     process = _servers.get(key)
     if process is not None and process.poll() is None:
         return _ports[key]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUJU", "CHARM_", "VAULT_", "BAO_"))}
+    env = server_environment()
     env["PYTHONPATH"] = pythonpath
     try:
         process = subprocess.Popen(
@@ -205,10 +234,14 @@ def ensure_running(python: str, pythonpath: str) -> Optional[int]:
 
 
 def run(port: int, request: Dict[str, Any], timeout: float = 300) -> int:
-    """Run one hook through the server; its exit status."""
+    """Run one hook through the server; its exit status (minus the signal that killed it).
+
+    Raises ``subprocess.TimeoutExpired`` when the hook ran past ``timeout`` (the server killed it).
+    """
     import socket
 
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+    request = dict(request, timeout=timeout)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout + 30) as connection:
         connection.sendall(json.dumps(request).encode("utf-8") + b"\n")
         answer = b""
         while not answer.endswith(b"\n"):
@@ -216,7 +249,36 @@ def run(port: int, request: Dict[str, Any], timeout: float = 300) -> int:
             if not chunk:
                 raise RuntimeError("the hook server closed the connection without an exit status")
             answer += chunk
-    return int(answer.decode().strip())
+    text = answer.decode().strip()
+    if text == TIMED_OUT:
+        raise subprocess.TimeoutExpired(request["argv"], timeout)
+    return int(text)
+
+
+def server_environment() -> Dict[str, str]:
+    """The environment the server starts with (a hook's, less what Juju gives each hook)."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("JUJU", "CHARM_", "VAULT_", "BAO_")) and k != "PYTHONDONTWRITEBYTECODE"
+    }
+
+
+def serves(env: Dict[str, str]) -> bool:
+    """Whether a hook with ``env`` can be forked from the server: it asks for no interpreter setting of its own.
+
+    ``PYTHON*`` variables act when an interpreter starts (``PYTHONPROFILEIMPORTTIME``,
+    ``PYTHONHASHSEED``, ...) and charms.reactive reads ``REACTIVE_LOG_OPTS`` when it
+    is imported: a hook that sets one the server was not started with gets a new
+    interpreter.  (``PYTHONDONTWRITEBYTECODE`` is applied in the child.)
+    """
+    own = server_environment()
+    for key in set(env) | set(own):
+        if key in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE"):
+            continue
+        if (key.startswith("PYTHON") or key == "REACTIVE_LOG_OPTS") and env.get(key) != own.get(key):
+            return False
+    return True
 
 
 def stop() -> None:
