@@ -470,6 +470,7 @@ def test_the_leader_waits_for_a_dying_unit_to_go_before_key1_changes_meaning(juj
     vault.data["charm-app/kv/unit/0"] = {rs.ACK_KEY: ack(retire, [("key2", NEW)])}
     app_kv = vault_kv.VaultAppKV()
     assert coordination.advance(app_kv, retire)["phase"] == "retire"  # app/1 may still read key1 as the old key
+    assert coordination.status_report()["waiting-for"] == "app/1 (to be gone)"
     del units["app/1"]
     assert coordination.advance(app_kv, retire)["phase"] == "rename-add"
     add = started()

@@ -154,7 +154,10 @@ def status_report() -> Dict[str, str]:
         report[prefix + "same-as-others"] = str(
             bool(keys) and all(other == keys for name, other in lists.items() if name != unit)
         ).lower()
-    report["waiting-for"] = ", ".join(rotation_state.waiting_for(state, units, acks)) or "none"
+    waiting = rotation_state.waiting_for(state, units, acks)
+    if rotation_state.next_phase(state) == rotation_state.RENAME_ADD:
+        waiting += ["{} (to be gone)".format(unit) for unit in rotation.dying_units()]
+    report["waiting-for"] = ", ".join(waiting) or "none"
     report["next"] = rotation_state.describe(state, []) or "none"
     return report
 
