@@ -104,6 +104,7 @@ if config_path():
             app_kv = vault_kv.VaultAppKV()
             state = rotation.read_state(app_kv)
             if rotation_state.is_running(state) and hookenv.is_leader():
+                coordination.restore_vault_key(app_kv, state)
                 state = coordination.advance(app_kv, state)
             value = app_kv.get(KEY)
         except vault_kv.VaultNotReady:

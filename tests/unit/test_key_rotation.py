@@ -494,4 +494,31 @@ def test_a_new_unit_with_an_identity_only_file_is_held_and_none_is_held_when_vau
     with open(secure_storage_on, "w") as handle:
         handle.write(yaml.safe_dump(identity_only))
     assert rotation.is_held_new_unit(promote, NEW)
-    assert not rotation.is_held_new_unit(promote, OLD)  # Vault holds a key the state does not speak of
+    assert rotation.is_held_new_unit(promote, OLD)  # put back by a refresh: the leader restores the new one
+    assert not rotation.is_held_new_unit(promote, "C" * 32)  # Vault holds a key the state does not speak of
+
+
+def test_vault_put_back_to_the_old_key_mid_rotation_changes_no_file_and_the_leader_restores_the_new_one(
+    juju, vault, flags, secure_storage_on
+):
+    """kubernetes-control-plane 1.28's migrate handler, on a refresh that moves the backend, writes the
+    leader's file's first key to Vault: one phase behind, the old key."""
+    from charms.layer import vault_kv
+    from charms.layer.vault_kv.secure_storage import coordination, rotation
+
+    promote = dict(started(), phase="promote")
+    ec.write_named_keys(secure_storage_on, [("key2", NEW), ("key1", OLD)])
+    before = open(secure_storage_on).read()
+    assert rs.went_back_to_the_old_key(promote, OLD) and not rs.went_back_to_the_old_key(started(), OLD)
+    assert not rs.went_back_to_the_old_key(promote, NEW) and not rs.went_back_to_the_old_key(promote, "C" * 32)
+    assert rotation.sync_file(promote, OLD) is False and open(secure_storage_on).read() == before
+    retire = dict(promote, phase="retire")
+    ec.write_named_keys(secure_storage_on, [("key2", NEW)], drop=[OLD])
+    assert rotation.sync_file(retire, OLD) is False and keys_of(secure_storage_on) == [("key2", NEW)]
+
+    vault.data["charm-app/kv/app"] = {"encryption_key": OLD, rs.ROTATION_KEY: promote}
+    app_kv = vault_kv.VaultAppKV()
+    coordination.restore_vault_key(app_kv, promote)
+    assert vault.data["charm-app/kv/app"]["encryption_key"] == NEW
+    assert vault.data["charm-app/kv/app"][rs.ROTATION_KEY] == promote  # the rest of the app data kept
+    assert rotation.is_held_new_unit(promote, OLD) is False  # this unit has its file

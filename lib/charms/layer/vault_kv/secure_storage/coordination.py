@@ -61,6 +61,22 @@ def advance(app_kv: Any, state: Dict[str, Any]) -> Dict[str, Any]:
     return following
 
 
+def restore_vault_key(app_kv: Any, state: Dict[str, Any]) -> None:
+    """Put the rotation's current key back in Vault if something wrote the old one over it (leader only).
+
+    See ``rotation_state.went_back_to_the_old_key``.  Raises VaultNotReady
+    when Vault cannot be written (the next hook tries again).
+    """
+    if rotation_state.went_back_to_the_old_key(state, app_kv.get(KEY)):
+        app_kv[KEY] = rotation_state.vault_key_in(state)
+        _log(
+            "key rotation {}: Vault held the old key in phase {} (a refresh's migration?); put the new one back".format(
+                state["id"][:8], state["phase"]
+            ),
+            hookenv.WARNING,
+        )
+
+
 def _leader_store() -> Any:
     if not hookenv.is_leader():
         raise RotationRefused("run this action on the leader unit")
@@ -197,6 +213,7 @@ def _report_at_exit() -> None:
     if held and hookenv.is_leader():
         # a held leader has no ready, so write_encryption_config does not run: it moves the phase on here,
         # then records the layer's hashes and digest again (the layer's own exit may have run before this one)
+        restore_vault_key(app_kv, state)
         if advance(app_kv, state) is not state:
             from charms.layer.vault_kv import lifecycle
 

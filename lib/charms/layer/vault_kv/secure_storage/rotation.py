@@ -93,7 +93,11 @@ def is_held_new_unit(state: Optional[Dict[str, Any]], vault_key: Optional[str] =
     """
     if is_flag_set(names.SECURE_STORAGE_CREATED) or not rotation_state.holds_new_units(state):
         return False
-    if vault_key is not None and rotation_state.file_plan(state, vault_key) is None:
+    if (
+        vault_key is not None
+        and rotation_state.file_plan(state, vault_key) is None
+        and not rotation_state.went_back_to_the_old_key(state, vault_key)
+    ):
         return False
     path = config_path()
     if not path:
@@ -177,6 +181,8 @@ def sync_file(state: Optional[Dict[str, Any]], vault_key: str) -> bool:
     """Make the file hold what the rotation's phase asks (or, without one, Vault's key); True if changed."""
     path = config_path()
     plan = rotation_state.file_plan(state, vault_key)
+    if plan is None and rotation_state.went_back_to_the_old_key(state, vault_key):
+        return False  # leave every key where it is: the leader puts the rotation's key back (restore_vault_key)
     if plan is None:
         return encryption_config.write_key(path, vault_key)
     keys, drop = plan

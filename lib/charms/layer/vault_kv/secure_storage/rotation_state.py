@@ -223,6 +223,24 @@ def file_plan(state: Optional[Dict[str, Any]], vault_key: str) -> Optional[Tuple
     return phase_plan(state)
 
 
+def went_back_to_the_old_key(state: Optional[Dict[str, Any]], vault_key: Optional[str]) -> bool:
+    """Whether Vault holds the rotation's old key in a phase where it should hold the new one.
+
+    Nothing in the rotation does that; a refresh during a rotation can: the
+    charm's own ``migrate_vault_kv_secrets_backend`` (1.28) writes the
+    leader's file's first key to Vault, which one phase behind is the old key.
+    The state in Vault says which key is current, so the leader puts it back
+    and meanwhile no unit changes its file for the old key.
+    """
+    return (
+        is_running(state)
+        and state["phase"] != ADD
+        and vault_key is not None
+        and vault_key == state["old"]["value"]
+        and vault_key != state["new"]["value"]
+    )
+
+
 def planned_fingerprints(plan: Sequence[NamedKey]) -> List[List[str]]:
     """The acknowledgement form of a plan: [name, fingerprint] of each planned key, in order."""
     return [[name, key_fingerprint(value)] for name, value in plan]
