@@ -9,6 +9,7 @@ and no key leaves a file before the rewrite is confirmed.
 from charmhelpers.core import hookenv
 from charms.reactive import set_flag
 
+from charms.layer.vault_kv.hashing import fingerprint
 from tests.support import rotation
 from tests.support.cluster import APP, ENCRYPTION_CONFIG
 
@@ -272,3 +273,69 @@ def test_with_secure_storage_on_a_hook_in_which_nothing_changed_costs_vault_noth
     assert cluster.bao.requests_since(mark) == []
     assert observed(cluster, model) == before
     assert {u: cluster.controller.unit_file(model, u, ENCRYPTION_CONFIG) for u in cluster.units(model)} == files
+
+
+def test_the_charms_migration_putting_the_old_key_back_mid_rotation_is_undone_and_no_secret_is_lost(
+    secure_storage_deployed,
+):
+    """The leader's hook dies after entering promote (Vault: the new key) and before its own file follows;
+    then kubernetes-control-plane 1.28's migrate_vault_kv_secrets_backend (set on a refresh that moves the
+    backend) runs on it and writes that file's first key, the old one, to Vault.
+
+    Both orders of that hook's handlers are run: the charm's after the layer's (the file is in line by
+    then: the charm writes the new key), and the charm's first (its write of the old key, done here as it
+    does it, in the leader's hook).  The other units then see the old key in Vault: no file follows it;
+    the leader puts the rotation's key back, and the rotation ends as any other."""
+    cluster, model, backend = secure_storage_deployed
+    controller = cluster.controller
+    invariant = rotation.RotationInvariant(cluster, model, backend)
+    ok(rotation.action(cluster, model, leader(cluster, model), "rotate-encryption-key"))
+    old_value, new_value = raw_keys(cluster, backend)
+    new = fingerprint(new_value)
+    rotation.drive(cluster, model, backend, lambda: True, after_hook=invariant, rounds=1)  # every unit in add
+    lead = leader(cluster, model)
+    directory = ENCRYPTION_CONFIG.rsplit("/", 1)[0]
+    for step in range(1, 40):  # the leader's next hook, killed one step later each time
+        controller.kill_at_vault_request(model, lead, step, files_under=directory)
+        process = controller.run_hook({"model": model, "unit": lead, "hook": "update-status"})
+        invariant()
+        assert process.returncode in (0, 137), process.stderr[-2000:]
+        if rotation.phase(cluster, backend) == "promote":
+            break
+    controller.stop_killing(model, lead)
+    assert process.returncode == 137 and cluster.bao.read("{}/kv/app".format(backend))["encryption_key"] == new_value
+    assert rotation.file_key_list(cluster, model, lead)[0][0] == "key1"  # its file is one phase behind
+
+    # the charm's handler after the layer's: the layer brings the file in line first, the charm writes that key
+    with controller.in_hook(model, lead):
+        set_flag("kubernetes-control-plane.secure-storage.migrate")
+    controller.queue(model, lead, "upgrade-charm")
+    cluster.settle(after_hook=invariant, fail_fast=True)
+    assert "kubernetes-control-plane.secure-storage.migrate" not in cluster.flags(model, lead)  # the charm's ran
+    assert cluster.bao.read("{}/kv/app".format(backend))["encryption_key"] == new_value
+
+    # the charm's handler first: it writes the old key (its file's first key one phase behind) over the new one
+    files = rotation.file_key_lists(cluster, model)
+    with controller.in_hook(model, lead):
+        from charms.layer import vault_kv
+
+        vault_kv.VaultAppKV()["encryption_key"] = old_value
+    others = [unit for unit in cluster.units(model) if unit != lead]
+    for unit in others:  # they see the old key in Vault before the leader runs again
+        controller.run_hook({"model": model, "unit": unit, "hook": "update-status"})
+        invariant()
+    assert {unit: rotation.file_key_list(cluster, model, unit) for unit in others} == {u: files[u] for u in others}
+    controller.run_hook({"model": model, "unit": lead, "hook": "update-status"})
+    invariant()
+    assert "Vault held the old key in phase promote" in controller.log(model, lead)
+    assert cluster.bao.read("{}/kv/app".format(backend))["encryption_key"] == new_value
+    cluster.settle(after_hook=invariant, fail_fast=True)
+    for phase in rotation.REWRITE_PHASES:
+        rotation.drive(
+            cluster, model, backend, lambda phase=phase: rotation.phase(cluster, backend) == phase, after_hook=invariant
+        )
+        rotation.rewrite_stored_secrets(cluster, model)
+        ok(rotation.action(cluster, model, leader(cluster, model), "finish-encryption-key-rotation"))
+    rotation.drive(cluster, model, backend, lambda: rotation.phase(cluster, backend) == "done", after_hook=invariant)
+    assert set(map(tuple, rotation.file_key_lists(cluster, model).values())) == {(("key1", new),)}
+    rotation.assert_a_charm_written_file_reads_everything(cluster, model, backend)
