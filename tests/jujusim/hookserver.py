@@ -177,12 +177,7 @@ class _Handler(socketserver.StreamRequestHandler):
 
         signal.signal(signal.SIGALRM, kill_the_hook)
         signal.alarm(max(1, int(request.get("timeout", 300))))
-        while True:
-            try:
-                _, status = os.waitpid(child, 0)
-                break
-            except InterruptedError:  # pragma: no cover  (PEP 475 retries; kept for clarity)
-                continue
+        _, status = os.waitpid(child, 0)  # after the alarm's kill too: waitpid is retried on a signal (PEP 475)
         signal.alarm(0)
         # like subprocess: the exit status, or minus the signal that ended the hook
         answer = TIMED_OUT if expired else str(os.waitstatus_to_exitcode(status))

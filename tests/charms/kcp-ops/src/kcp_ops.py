@@ -349,21 +349,20 @@ class VaultKV:
         app = hookenv.local_unit().split("/")[0]
         return SECRETS_BACKEND_FORMAT.replace("{model-uuid}", self.relation.model_uuid).replace("{app}", app)
 
-    def stored_token_hash(self) -> Optional[str]:
-        if self.stored.data["token_hash"] is None:
-            taken = read_reactive_unitdata(REACTIVE_TOKEN_HASH)
+    def _stored(self, field: str, reactive_key: str, took_over: str) -> Optional[str]:
+        """The stored ``field``, taken over from the reactive unit state while it is unset."""
+        if self.stored.data[field] is None:
+            taken = read_reactive_unitdata(reactive_key)
             if taken:
-                hookenv.log(TOOK_OVER_TOKEN_HASH)
-                self.stored.data["token_hash"] = taken
-        return self.stored.data["token_hash"]
+                hookenv.log(took_over)
+                self.stored.data[field] = taken
+        return self.stored.data[field]
+
+    def stored_token_hash(self) -> Optional[str]:
+        return self._stored("token_hash", REACTIVE_TOKEN_HASH, TOOK_OVER_TOKEN_HASH)
 
     def stored_secret_id(self) -> Optional[str]:
-        if self.stored.data["secret_id"] is None:
-            taken = read_reactive_unitdata(REACTIVE_SECRET_ID)
-            if taken:
-                hookenv.log(TOOK_OVER_SECRET_ID)
-                self.stored.data["secret_id"] = taken
-        return self.stored.data["secret_id"]
+        return self._stored("secret_id", REACTIVE_SECRET_ID, TOOK_OVER_SECRET_ID)
 
     def new_token(self) -> str:
         """The relation's token if it was never used, else ""."""

@@ -13,7 +13,7 @@ Nothing here logs, reports or raises a key: keys appear only as
 ``rotation_state.key_fingerprint``.
 """
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from charmhelpers.core import hookenv
 
@@ -43,11 +43,7 @@ def advance(app_kv: Any, state: Dict[str, Any]) -> Dict[str, Any]:
         _log("key rotation held: {}".format(error), hookenv.WARNING)
         return state
     acks = rotation.read_acknowledgements(app_kv._session, vault_kv.backend_of(app_kv))
-    waiting = rotation_state.waiting_for(state, units, acks)
-    if rotation_state.next_phase(state) == rotation_state.RENAME_ADD:
-        # key1 is about to stand for the new key: a unit being removed may still run a file in which
-        # it is the old one (no acknowledgement is asked of it), so wait until it is gone
-        waiting += rotation.dying_units()
+    waiting = _waiting_for(state, units, acks)
     if waiting:
         _log("key rotation: phase {} waits for {}".format(state["phase"], ", ".join(waiting)), hookenv.DEBUG)
         return state
@@ -59,6 +55,16 @@ def advance(app_kv: Any, state: Dict[str, Any]) -> Dict[str, Any]:
     rotation.follow(following)
     _log("key rotation {}: entered phase {}".format(state["id"][:8], following["phase"]))
     return following
+
+
+def _waiting_for(state: Dict[str, Any], units: List[str], acks: Dict[str, Any]) -> List[str]:
+    """What the leader waits for before the next phase: the units that have not acknowledged this one, and,
+    before rename-add (key1 is about to stand for the new key), units being removed: they are asked no
+    acknowledgement but may still run a file in which key1 is the old key."""
+    waiting = rotation_state.waiting_for(state, units, acks)
+    if rotation_state.next_phase(state) == rotation_state.RENAME_ADD:
+        waiting += ["{} (to be gone)".format(unit) for unit in rotation.dying_units()]
+    return waiting
 
 
 def restore_vault_key(app_kv: Any, state: Dict[str, Any]) -> None:
@@ -170,10 +176,7 @@ def status_report() -> Dict[str, str]:
         report[prefix + "same-as-others"] = str(
             bool(keys) and all(other == keys for name, other in lists.items() if name != unit)
         ).lower()
-    waiting = rotation_state.waiting_for(state, units, acks)
-    if rotation_state.next_phase(state) == rotation_state.RENAME_ADD:
-        waiting += ["{} (to be gone)".format(unit) for unit in rotation.dying_units()]
-    report["waiting-for"] = ", ".join(waiting) or "none"
+    report["waiting-for"] = ", ".join(_waiting_for(state, units, acks)) or "none"
     report["next"] = rotation_state.describe(state, []) or "none"
     return report
 
@@ -199,8 +202,7 @@ def _report_at_exit() -> None:
     state = rotation.read_state(app_kv)
     if not rotation_state.is_running(state):
         return
-    vault_key = app_kv.get(KEY)
-    held = rotation.is_held_new_unit(state, vault_key if isinstance(vault_key, str) else None)
+    held = rotation.is_held_new_unit(state, app_kv.get(KEY))
     ack: Optional[Dict[str, Any]]
     if held:
         ack = rotation_state.held_acknowledgement(state, hookenv.local_unit())

@@ -80,7 +80,7 @@ def _well_formed(state: Any) -> bool:
 # -- a unit that joins while a rotation runs -------------------------------------------
 
 
-def is_held_new_unit(state: Optional[Dict[str, Any]], vault_key: Optional[str] = None) -> bool:
+def is_held_new_unit(state: Optional[Dict[str, Any]], vault_key: Any = None) -> bool:
     """Whether this unit has no key file yet and the rotation's phase holds such units (``holds_new_units``).
 
     "No key file" is the charm's view too: ``secure-storage.created`` unset,
@@ -94,7 +94,7 @@ def is_held_new_unit(state: Optional[Dict[str, Any]], vault_key: Optional[str] =
     if is_flag_set(names.SECURE_STORAGE_CREATED) or not rotation_state.holds_new_units(state):
         return False
     if (
-        vault_key is not None
+        isinstance(vault_key, str)
         and rotation_state.file_plan(state, vault_key) is None
         and not rotation_state.went_back_to_the_old_key(state, vault_key)
     ):
@@ -123,8 +123,7 @@ def hold_new_unit(app_kv: Any) -> Optional[str]:
     or done).
     """
     state = read_state(app_kv)
-    vault_key = app_kv.get(KEY)
-    if not is_held_new_unit(state, vault_key if isinstance(vault_key, str) else None):
+    if not is_held_new_unit(state, app_kv.get(KEY)):
         return None
     clear_flag(names.app_kv_flag(names.APP_KV_SET_KEY, KEY))
     return "key rotation in phase {}: this new unit gets its encryption configuration in phase {}".format(
@@ -132,29 +131,36 @@ def hold_new_unit(app_kv: Any) -> Optional[str]:
     )
 
 
-def dying_units() -> List[str]:
-    """The units goal-state says are going away (they may still run an apiserver with an older file)."""
-    try:
-        units = hookenv.goal_state().get("units") or {}
-    except (NotImplementedError, OSError, ValueError):
-        return []
-    return sorted(name for name, info in units.items() if (info or {}).get("status") in ("dying", "dead"))
-
-
 # -- the units that must acknowledge -------------------------------------------------
 
 
-def application_units() -> List[str]:
-    """Every unit of this application Juju expects (goal-state), dying ones left out, this one in."""
-    me = hookenv.local_unit()
+GOING = ("dying", "dead")
+
+
+def _goal_state_units() -> Dict[str, Any]:
+    """goal-state's units of this application, by name; RotationRefused when goal-state cannot be read."""
     try:
-        units = hookenv.goal_state().get("units") or {}
+        return hookenv.goal_state().get("units") or {}
     except (NotImplementedError, OSError, ValueError) as error:
         raise rotation_state.RotationRefused(
             "goal-state is not available ({}): the units to wait for are unknown".format(type(error).__name__)
         ) from None
-    members = {name for name, info in units.items() if (info or {}).get("status") not in ("dying", "dead")}
-    return sorted(members | {me})
+
+
+def application_units() -> List[str]:
+    """Every unit of this application Juju expects (goal-state), dying ones left out, this one in."""
+    units = _goal_state_units()
+    members = {name for name, info in units.items() if (info or {}).get("status") not in GOING}
+    return sorted(members | {hookenv.local_unit()})
+
+
+def dying_units() -> List[str]:
+    """The units goal-state says are going away (they may still run an apiserver with an older file)."""
+    try:
+        units = _goal_state_units()
+    except rotation_state.RotationRefused:
+        return []
+    return sorted(name for name, info in units.items() if (info or {}).get("status") in GOING)
 
 
 def read_acknowledgements(session: Any, backend: str) -> Dict[str, Any]:
