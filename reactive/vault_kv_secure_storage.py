@@ -57,6 +57,7 @@ secure_storage.register_the_file_as_local_copy()  # when on: the file is the uni
 if config_path():
     vault_kv.ask_vault_when(secure_storage.why_ask_vault)
     vault_kv.hold_ready_while(rotation.hold_new_unit)
+    vault_kv.hold_changes_while(KEY, rotation.hold_key_change)
 
     @when(names.READY)
     @when_not(names.app_kv_flag(names.APP_KV_SET_KEY, KEY))
@@ -89,9 +90,10 @@ if config_path():
         does), nothing is written before ``layer.vaultlocker.ready``: the charm
         mounts encrypted storage over the directory first, and a file written
         before would end up unencrypted, or hidden under the mount.  The
-        leader moves a rotation to its next phase here, before its own file
-        follows, so that file and Vault change in the same hook.  Any change
-        of the file clears the charm's ``apiserver.configured`` (a restart).
+        leader moves a rotation on here (a turn, or the next phase).  During
+        a rotation the file changes only in this unit's turn (``rolling``:
+        one apiserver at a time); any change of the file clears the charm's
+        ``apiserver.configured`` (a restart).
         """
         if includes_vaultlocker() and not is_flag_set("layer.vaultlocker.ready"):
             return
@@ -103,9 +105,12 @@ if config_path():
         try:
             app_kv = vault_kv.VaultAppKV()
             state = rotation.read_state(app_kv)
+            may_change = rotation.may_change_file(state)  # the turn as this hook found it
             if rotation_state.is_running(state) and hookenv.is_leader():
                 coordination.restore_vault_key(app_kv, state)
-                state = coordination.advance(app_kv, state)
+                entered = coordination.advance(app_kv, state)
+                if entered is not state:
+                    state, may_change = entered, rotation.may_change_file(entered)
             value = app_kv.get(KEY)
         except vault_kv.VaultNotReady:
             return
@@ -113,7 +118,7 @@ if config_path():
             return
         try:
             rotation.adopt_current_file()
-            changed = rotation.sync_file(state, value)
+            changed = rotation.sync_file(state, value, may_change)
         except encryption_config.EncryptionConfigError as error:
             set_flag(FLAG_FAILED)
             vault_kv_status.blocked("{}; fix or remove it, it was left as it is".format(error))

@@ -77,12 +77,17 @@ def test_a_full_rotation_goes_through_every_phase_on_every_unit_and_restarts_eac
     assert cluster.controller.status(model, first) == marked and PENDING in cluster.flags(model, first)
     assert rotation.ROTATION_KEY in cluster.bao.read(hashes_path)  # the layer's own record of its write
 
-    seen = {}
-    for _ in range(6):
-        rotation.drive(cluster, model, backend, lambda: True, after_hook=invariant, rounds=1)
-        seen[rotation.phase(cluster, backend)] = rotation.file_key_lists(cluster, model)
-        if rotation.phase(cluster, backend) == "rewrite":
-            break
+    # Juju events carry the rotation (issue 24): no update-status, one apiserver restarting at a time
+    phases = rotation.PhaseLists(cluster, model, backend)
+    windows = rotation.RestartWindows(cluster, model)
+
+    def watch(item, process):
+        invariant(item, process)
+        phases(item, process)
+        windows(item, process)
+
+    cluster.settle(after_hook=watch, fail_fast=True, max_hooks=2000)
+    assert rotation.phase(cluster, backend) == "rewrite"
     assert cluster.controller.status(model, first) != marked and PENDING not in cluster.flags(model, first)  # hooks ran
     report = ok(rotation.action(cluster, model, leader(cluster, model), "encryption-key-status"))
     assert report["phase"] == "rewrite" and report["waiting-for"] == "none"
@@ -98,11 +103,8 @@ def test_a_full_rotation_goes_through_every_phase_on_every_unit_and_restarts_eac
     assert "(1 of 2)" in cluster.controller.status(model, leader(cluster, model))["message"]
     rotation.rewrite_stored_secrets(cluster, model)
     finished = ok(rotation.action(cluster, model, leader(cluster, model), "finish-encryption-key-rotation"))
-    for _ in range(8):
-        rotation.drive(cluster, model, backend, lambda: True, after_hook=invariant, rounds=1)
-        seen[rotation.phase(cluster, backend)] = rotation.file_key_lists(cluster, model)
-        if rotation.phase(cluster, backend) == "rename-rewrite":
-            break
+    cluster.settle(after_hook=watch, fail_fast=True, max_hooks=2000)
+    assert rotation.phase(cluster, backend) == "rename-rewrite"
     # the second rewrite: the Secrets move from key2 to key1, the name the charm gives Vault's key
     assert set(cluster.apiservers.etcd[model].stored_under()) <= {"key2", "key1"}
     again = rotation.action(cluster, model, leader(cluster, model), "encryption-key-status")
@@ -111,8 +113,15 @@ def test_a_full_rotation_goes_through_every_phase_on_every_unit_and_restarts_eac
     assert "(2 of 2)" in cluster.controller.status(model, leader(cluster, model))["message"]
     rotation.rewrite_stored_secrets(cluster, model)
     second = ok(rotation.action(cluster, model, leader(cluster, model), "finish-encryption-key-rotation"))
-    rotation.drive(cluster, model, backend, lambda: rotation.phase(cluster, backend) == "done", after_hook=invariant)
-    seen["done"] = rotation.file_key_lists(cluster, model)
+    cluster.settle(after_hook=watch, fail_fast=True, max_hooks=2000)
+    assert rotation.phase(cluster, backend) == "done"
+    seen = phases.lists
+    assert phases.order == ["add", "promote", "rewrite", "retire", "rename-add", "rename-promote"] + [
+        "rename-rewrite",
+        "rename-retire",
+        "done",
+    ]
+    assert windows.update_status_hooks == 0 and windows.most == 1, windows.violations
     # the rewrites moved every Secret to the new key under key1, and every apiserver read every one after every hook
     assert set(cluster.apiservers.etcd[model].stored_under()) == {"key1"} and cluster.apiservers.stored(model) > 10
     # what kubernetes-control-plane (1.28, 1.29+) writes itself on a unit it adds reads every Secret
@@ -149,8 +158,11 @@ def test_a_leader_change_in_every_phase_resumes_where_the_rotation_stood(secure_
         cluster.controller.set_leader(model, APP, following)
         leaders.append(following)
 
+    windows = rotation.RestartWindows(cluster, model)
+
     def after_hook(item, process):
         invariant(item, process)
+        windows(item, process)
         phase = rotation.phase(cluster, backend)
         if phase != phases[-1]:  # the hook that entered a phase is followed at once by a new leader
             phases.append(phase)
@@ -178,6 +190,7 @@ def test_a_leader_change_in_every_phase_resumes_where_the_rotation_stood(secure_
         "done",
     ]
     assert len(leaders) == 9 and len(set(leaders)) == 3
+    assert windows.most == 1, windows.violations  # each new leader continued the order: one apiserver at a time
     assert cluster.vault_fingerprint(backend) == new
     assert set(map(tuple, rotation.file_key_lists(cluster, model).values())) == {(("key1", new),)}
     assert {k: v - before[k] for k, v in rotation.restarts(cluster, model).items()} == {u: 1 for u in units}
@@ -200,22 +213,30 @@ def test_units_added_mid_rotation_never_run_an_apiserver_that_misreads_and_a_cha
     started = ok(rotation.action(cluster, model, leader(cluster, model), "rotate-encryption-key"))
     old, new = started["old-key"], started["new-key"]
 
+    phases = rotation.PhaseLists(cluster, model, backend)
+    windows = rotation.RestartWindows(cluster, model)
+
+    def watch(item, process):
+        invariant(item, process)
+        phases(item, process)
+        windows(item, process)
+
     early = cluster.controller.add_unit(model, APP)  # in add: the charm's key1 is the old key, as everywhere
-    cluster.settle(after_hook=invariant, fail_fast=True)
-    assert rotation.file_key_list(cluster, model, early) == [("key1", old), ("key2", new)]
-    rotation.drive(cluster, model, backend, lambda: rotation.phase(cluster, backend) == "promote", after_hook=invariant)
+    rotation.settle_until(cluster, lambda: rotation.phase(cluster, backend) == "promote", after_hook=watch)
+    assert phases.lists["add"][early] == [("key1", old), ("key2", new)]  # its turn came in add too
 
     added = cluster.controller.add_unit(model, APP)
     waiting = ok(rotation.action(cluster, model, leader(cluster, model), "encryption-key-status"))["waiting-for"]
     assert added in waiting.split(", ")
-    cluster.settle(after_hook=invariant, fail_fast=True)
+    cluster.settle(after_hook=watch, fail_fast=True, max_hooks=2000)
+    assert rotation.phase(cluster, backend) == "rewrite" and windows.update_status_hooks == 0
     assert rotation.file_key_list(cluster, model, added) is None
     assert added not in cluster.apiservers.running(model)  # the charm did not start it
     assert "layer.vault-kv.ready" not in cluster.flags(model, added)
     assert cluster.controller.status(model, added)["status"] == "waiting"
 
     def held_until_its_file_fits(item, process):
-        invariant(item, process)
+        watch(item, process)
         if rotation.phase(cluster, backend) not in ("rename-retire", "done"):
             assert rotation.file_key_list(cluster, model, added) is None, rotation.phase(cluster, backend)
             assert added not in cluster.apiservers.running(model)
@@ -249,6 +270,7 @@ def test_units_added_mid_rotation_never_run_an_apiserver_that_misreads_and_a_cha
     assert len(lists) == 5 and set(map(tuple, lists.values())) == {(("key1", new),)}
     assert rotation.loaded_key_lists(cluster, model)[added] == [("key1", new)]
     assert "layer.vault-kv.ready" in cluster.flags(model, added)
+    assert windows.most == 1, windows.violations
     rotation.assert_a_charm_written_file_reads_everything(cluster, model, backend)
     generated = sum(
         cluster.controller.log(model, u).count("generated a new encryption_key")
@@ -292,8 +314,10 @@ def test_the_charms_migration_putting_the_old_key_back_mid_rotation_is_undone_an
     ok(rotation.action(cluster, model, leader(cluster, model), "rotate-encryption-key"))
     old_value, new_value = raw_keys(cluster, backend)
     new = fingerprint(new_value)
-    rotation.drive(cluster, model, backend, lambda: True, after_hook=invariant, rounds=1)  # every unit in add
     lead = leader(cluster, model)
+    adding = [("key1", fingerprint(old_value)), ("key2", new)]
+    everyone_added = lambda: set(map(tuple, rotation.loaded_key_lists(cluster, model).values())) == {tuple(adding)}  # noqa: E731
+    rotation.settle_until(cluster, everyone_added, after_hook=invariant)  # every unit in add; the leader's hook next
     directory = ENCRYPTION_CONFIG.rsplit("/", 1)[0]
     for step in range(1, 40):  # the leader's next hook, killed one step later each time
         controller.kill_at_vault_request(model, lead, step, files_under=directory)
@@ -310,12 +334,13 @@ def test_the_charms_migration_putting_the_old_key_back_mid_rotation_is_undone_an
     with controller.in_hook(model, lead):
         set_flag("kubernetes-control-plane.secure-storage.migrate")
     controller.queue(model, lead, "upgrade-charm")
-    cluster.settle(after_hook=invariant, fail_fast=True)
+    cluster.settle(after_hook=invariant, fail_fast=True, max_hooks=2000)
     assert "kubernetes-control-plane.secure-storage.migrate" not in cluster.flags(model, lead)  # the charm's ran
     assert cluster.bao.read("{}/kv/app".format(backend))["encryption_key"] == new_value
 
     # the charm's handler first: it writes the old key (its file's first key one phase behind) over the new one
     files = rotation.file_key_lists(cluster, model)
+    phase_then = rotation.phase(cluster, backend)
     with controller.in_hook(model, lead):
         from charms.layer import vault_kv
 
@@ -327,7 +352,7 @@ def test_the_charms_migration_putting_the_old_key_back_mid_rotation_is_undone_an
     assert {unit: rotation.file_key_list(cluster, model, unit) for unit in others} == {u: files[u] for u in others}
     controller.run_hook({"model": model, "unit": lead, "hook": "update-status"})
     invariant()
-    assert "Vault held the old key in phase promote" in controller.log(model, lead)
+    assert "Vault held the old key in phase {}".format(phase_then) in controller.log(model, lead)
     assert cluster.bao.read("{}/kv/app".format(backend))["encryption_key"] == new_value
     cluster.settle(after_hook=invariant, fail_fast=True)
     for phase in rotation.REWRITE_PHASES:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from tests.jujusim import hookserver, hooktools, toolserver
-from tests.jujusim.state import app_units, locked, queue_hook, relation_ends, unit_key
+from tests.jujusim.state import app_units, is_peer, locked, queue_hook, relation_ends, unit_key
 
 TOOLS_DIR = Path(hooktools.__file__).resolve()
 TESTS_DIR = TOOLS_DIR.parent.parent
@@ -56,6 +56,21 @@ LIBRARY_AT_IMPORT = _library_files()
 
 class HookFailed(Exception):
     """A hook exited non-zero more times than Juju's retries would allow here."""
+
+
+class UpgradeRefused(Exception):
+    """``juju refresh`` refused, as Juju refuses it: the new charm lacks an endpoint a relation is established on."""
+
+
+def charm_endpoints(charm: str) -> Dict[str, Dict[str, str]]:
+    """{"requires"|"provides"|"peers": {endpoint: interface}} of a charm directory's metadata.yaml."""
+    import yaml
+
+    metadata = yaml.safe_load((Path(charm) / "metadata.yaml").read_text()) or {}
+    return {
+        kind: {name: (spec or {}).get("interface", "") for name, spec in (metadata.get(kind) or {}).items()}
+        for kind in ("requires", "provides", "peers")
+    }
 
 
 def overlay_supported() -> bool:
@@ -179,7 +194,27 @@ class Controller:
                 "leader_settings": {},
                 "next_unit": 0,
             }
+            self._add_peer_relations(state, model, app, charm)
         return [self.add_unit(model, app) for _ in range(units)]
+
+    @staticmethod
+    def _add_peer_relations(state, model: str, app: str, charm: str) -> List[str]:
+        """Juju makes one relation per peer endpoint of the charm, with the application on both ends."""
+        made = []
+        have = {
+            relation["ends"][0]["endpoint"]
+            for relation in state["relations"].values()
+            if is_peer(relation) and relation["ends"][0]["model"] == model and relation["ends"][0]["app"] == app
+        }
+        for endpoint in sorted(charm_endpoints(charm)["peers"]):
+            if endpoint in have:
+                continue
+            number = str(state["next_relation_id"])
+            state["next_relation_id"] += 1
+            end = {"model": model, "app": app, "endpoint": endpoint}
+            state["relations"][number] = {"ends": [end, dict(end)], "data": {}, "app_data": {}, "peer": True}
+            made.append(number)
+        return made
 
     def add_unit(self, model: str, app: str) -> str:
         with locked(self.state_path) as state:
@@ -216,6 +251,9 @@ class Controller:
                 queue_hook(state, model, name, hook)
             for number_, relation in state["relations"].items():
                 local, remote = relation_ends(relation, model, app)
+                if local is not None and is_peer(relation):
+                    # Juju creates a unit's peer relations with it: relation-created before any joined
+                    queue_hook(state, model, name, "{}-relation-created".format(local["endpoint"]), relation_id=number_)
                 if local is not None:
                     self._queue_join(state, number_, relation, [(model, name)])
         return name
@@ -239,10 +277,38 @@ class Controller:
         shutil.copytree(charm, target, symlinks=True)
 
     def upgrade(self, model: str, app: str, charm: str) -> None:
-        """``juju refresh``: every unit gets the new charm, then upgrade-charm and config-changed."""
+        """``juju refresh``: every unit gets the new charm, then upgrade-charm and config-changed.
+
+        Refused, as Juju refuses it ("would break relation"), when the new charm
+        lacks the endpoint of a relation the application has, peer relations
+        included (kubernetes-control-plane 1.29+ keeps 1.28's ``coordinator`` peer
+        endpoint for that reason, LP:2049953).  New peer endpoints get their
+        relation, joined by every unit.
+        """
+        endpoints = charm_endpoints(charm)
+        declared = set(endpoints["requires"]) | set(endpoints["provides"]) | set(endpoints["peers"])
         with locked(self.state_path) as state:
+            for relation in state["relations"].values():
+                local, _ = relation_ends(relation, model, app)
+                if local is not None and local["endpoint"] not in declared:
+                    raise UpgradeRefused(
+                        'cannot upgrade application "{}": would break relation "{}:{}"'.format(
+                            app, app, local["endpoint"]
+                        )
+                    )
             state["models"][model]["apps"][app]["charm"] = str(charm)
             units = [(u, state["units"][unit_key(model, u)]["dir"]) for u in app_units(state, model, app)]
+            for number in self._add_peer_relations(state, model, app, charm):
+                relation = state["relations"][number]
+                for unit, _ in units:
+                    queue_hook(
+                        state,
+                        model,
+                        unit,
+                        "{}-relation-created".format(relation["ends"][0]["endpoint"]),
+                        relation_id=number,
+                    )
+                self._queue_join(state, number, relation, [(model, unit) for unit, _ in units])
         for name, unit_dir in units:
             self._install_charm(Path(unit_dir), charm)
             with locked(self.state_path) as state:
@@ -282,13 +348,19 @@ class Controller:
         return number
 
     def _queue_join(self, state, number: str, relation, joining) -> None:
-        """Each joining unit and each unit across the relation meet: joined, then changed."""
+        """Each joining unit and each unit across the relation meet: joined, then changed.
+
+        In a peer relation a unit meets the other units of its application, each pair once."""
+        met = set()
         for model, unit in joining:
             local, remote = relation_ends(relation, model, unit.split("/")[0])
             data = relation["data"].setdefault(unit_key(model, unit), {})
             address = state["units"][unit_key(model, unit)]["address"]
             data.update({"private-address": address, "ingress-address": address, "egress-subnets": address + "/32"})
-            for other in app_units(state, remote["model"], remote["app"]):
+            for other in app_units(state, remote["model"], remote["app"], dying=False):
+                if is_peer(relation) and (other == unit or frozenset((unit, other)) in met):
+                    continue
+                met.add(frozenset((unit, other)))
                 other_key = unit_key(remote["model"], other)
                 other_address = state["units"][other_key]["address"]
                 relation["data"].setdefault(other_key, {}).update(
@@ -331,6 +403,77 @@ class Controller:
                         state, end["model"], unit, "{}-relation-broken".format(end["endpoint"]), relation_id=number
                     )
                     relation["broken_pending"].append(unit_key(end["model"], unit))
+
+    def remove_unit(self, model: str, unit: str) -> None:
+        """``juju remove-unit``: the unit is dying (goal-state says so) until its own hooks ran.
+
+        Every unit across its relations (its peers too) runs departed for it
+        at once and no longer sees it in relation-list; the dying unit runs
+        departed for each of them, broken for each relation, then stop, after
+        which it is gone (``_finish_removal``).  Until then its workload (its
+        apiserver) still runs.  A dying leader hands leadership to the lowest
+        remaining unit, as Juju elects another.
+        """
+        with locked(self.state_path) as state:
+            info = state["units"][unit_key(model, unit)]
+            if info.get("dying"):
+                return
+            info["dying"] = True
+            app = info["app"]
+            for number, relation in sorted(state["relations"].items(), key=lambda item: int(item[0])):
+                local, remote = relation_ends(relation, model, app)
+                if local is None or relation.get("dying"):
+                    continue
+                for other in app_units(state, remote["model"], remote["app"], dying=False):
+                    if other == unit:
+                        continue
+                    queue_hook(
+                        state,
+                        remote["model"],
+                        other,
+                        "{}-relation-departed".format(remote["endpoint"]),
+                        relation_id=number,
+                        remote_unit=unit,
+                        remote_app=app,
+                    )
+                    queue_hook(
+                        state,
+                        model,
+                        unit,
+                        "{}-relation-departed".format(local["endpoint"]),
+                        relation_id=number,
+                        remote_unit=other,
+                        remote_app=remote["app"],
+                    )
+                queue_hook(state, model, unit, "{}-relation-broken".format(local["endpoint"]), relation_id=number)
+            queue_hook(state, model, unit, "stop")
+            application = state["models"][model]["apps"][app]
+            if application["leader"] == unit:
+                remaining = app_units(state, model, app, dying=False)
+                if remaining:
+                    application["leader"] = remaining[0]
+                    for other in app_units(state, model, app):
+                        queue_hook(
+                            state,
+                            model,
+                            other,
+                            "leader-elected" if other == remaining[0] else "leader-settings-changed",
+                        )
+
+    def _finish_removal(self, item: Dict[str, Any]) -> None:
+        """A dying unit's stop hook ran: the unit and its relation data are gone."""
+        with locked(self.state_path) as state:
+            key = unit_key(item["model"], item["unit"])
+            if not state["units"].get(key, {}).get("dying"):
+                return
+            del state["units"][key]
+            for relation in state["relations"].values():
+                relation["data"].pop(key, None)
+            state["queue"] = [
+                queued
+                for queued in state["queue"]
+                if (queued["model"], queued["unit"]) != (item["model"], item["unit"])
+            ]
 
     # -- running hooks -------------------------------------------------------------
 
@@ -475,6 +618,8 @@ class Controller:
             handle.write("=== {} rc={}\n{}{}\n".format(hook, process.returncode, process.stdout, process.stderr))
         if process.returncode == 0 and hook.endswith("-relation-broken"):
             self._finish_broken(item)
+        if process.returncode == 0 and hook == "stop":
+            self._finish_removal(item)
         for observe in self.after_every_hook:
             observe(record, process)
         return process
@@ -576,8 +721,8 @@ class Controller:
     def _finish_broken(self, item) -> None:
         with locked(self.state_path) as state:
             relation = state["relations"].get(item["relation_id"])
-            if relation is None:
-                return
+            if relation is None or not relation.get("dying"):
+                return  # a unit being removed leaves the relation; the relation stays
             pending = relation.get("broken_pending", [])
             key = unit_key(item["model"], item["unit"])
             if key in pending:

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 # run as a script by the launcher: the repository root makes ``tests.jujusim`` importable
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from tests.jujusim.state import app_units, locked, queue_hook, relation_ends, unit_key  # noqa: E402
+from tests.jujusim.state import app_units, locked, queue_hook, relation_ends, relation_members, unit_key  # noqa: E402
 
 STATE = os.environ.get("JUJUSIM_STATE", "")
 MODEL = os.environ.get("JUJU_MODEL_UUID", "")
@@ -73,11 +73,8 @@ def visible_relation(state, rid_number: str):
 
 
 def remote_members(state, relation) -> List[str]:
-    """Remote units this unit sees in a relation (none once it is being removed)."""
-    local, remote = relation_ends(relation, MODEL, APP)
-    if remote is None or relation.get("dying"):
-        return []
-    return list(app_units(state, remote["model"], remote["app"]))
+    """Remote units this unit sees in a relation (none once it is being removed; its peers, not itself)."""
+    return relation_members(state, relation, MODEL, UNIT)
 
 
 def settings_of(relation, model: str, unit: str) -> Dict[str, str]:
@@ -234,7 +231,10 @@ def tool_config_get(argv):
 def tool_goal_state(argv):
     opts, _ = parse(argv, options=("format",))
     with locked(STATE, write=False) as state:
-        units = {u: {"status": "active", "since": ""} for u in app_units(state, MODEL, APP)}
+        units = {
+            u: {"status": "dying" if state["units"][unit_key(MODEL, u)].get("dying") else "active", "since": ""}
+            for u in app_units(state, MODEL, APP)
+        }
         relations: Dict[str, Dict] = {}
         for relation in state["relations"].values():
             local, remote = relation_ends(relation, MODEL, APP)

@@ -56,8 +56,28 @@ def relation_ends(relation: Dict[str, Any], model: str, app: str):
     return None, None
 
 
-def app_units(state: Dict[str, Any], model: str, app: str):
+def app_units(state: Dict[str, Any], model: str, app: str, dying: bool = True):
+    """The application's units by number; without ``dying``, the ones being removed are left out."""
     return sorted(
-        (u["name"] for u in state["units"].values() if u["model"] == model and u["app"] == app),
+        (
+            u["name"]
+            for u in state["units"].values()
+            if u["model"] == model and u["app"] == app and (dying or not u.get("dying"))
+        ),
         key=lambda name: int(name.split("/")[1]),
     )
+
+
+def is_peer(relation: Dict[str, Any]) -> bool:
+    """A peer relation: both ends are the same application's same endpoint (Juju makes it, one per peer endpoint)."""
+    return bool(relation.get("peer"))
+
+
+def relation_members(state: Dict[str, Any], relation: Dict[str, Any], model: str, unit: str):
+    """The units across ``relation`` from ``unit``: the remote application's, or for a peer relation the
+    other units of its own; units being removed have left the relation (Juju ran their departed hooks)."""
+    app = unit.split("/")[0]
+    local, remote = relation_ends(relation, model, app)
+    if remote is None or relation.get("dying"):
+        return []
+    return [u for u in app_units(state, remote["model"], remote["app"], dying=False) if u != unit]

@@ -173,3 +173,106 @@ def drive(cluster, model: str, backend: str, until: Callable[[], bool], after_ho
         if until():
             return number
     raise AssertionError("rotation stuck in phase {} after {} rounds".format(phase(cluster, backend), rounds))
+
+
+def apiserver_starts(cluster, model: str) -> Dict[str, int]:
+    """How many times each unit's apiserver was started (the test consumer's record), units without one left out."""
+    starts = {}
+    for unit in cluster.units(model):
+        record = cluster.controller.unit_file(model, unit, APISERVER_RECORD)
+        if record:
+            starts[unit] = json.loads(record).get("starts") or 0
+    return starts
+
+
+class RestartWindows:
+    """After every hook: how many kube-apiservers restarted between two consecutive hooks of the leader.
+
+    Juju runs different units' hooks in parallel, so units that restart
+    between two hooks of the leader may restart at the same moment; the
+    simulator runs them one by one, and this counts what would overlap.
+    A restart in a hook of the leader counts in both windows that hook
+    bounds (the one it closes and the one it opens).  A unit's first start
+    is not a restart (no apiserver of it was serving).  ``most`` is the
+    largest window; ``per_unit`` the restarts of each unit.
+    """
+
+    def __init__(self, cluster, model: str) -> None:
+        self.cluster, self.model = cluster, model
+        self.starts = apiserver_starts(cluster, model)
+        self.window: set = set()
+        self.most = 0
+        self.per_unit: Dict[str, int] = {}
+        self.hooks = 0
+        self.update_status_hooks = 0
+        self.violations: List[str] = []
+
+    def __call__(self, item=None, process=None) -> None:
+        if item is None or item.get("model") != self.model:
+            return
+        self.hooks += 1
+        if item.get("hook") == "update-status":
+            self.update_status_hooks += 1
+        now = apiserver_starts(self.cluster, self.model)
+        restarted = {unit for unit, count in now.items() if count > self.starts.get(unit, 0) and self.starts.get(unit)}
+        for unit in restarted:
+            self.per_unit[unit] = self.per_unit.get(unit, 0) + 1
+        self.starts = now
+        self.window |= restarted
+        self._measure(item)
+        if item["unit"] == leader(self.cluster, self.model):
+            self.window = set(restarted)
+            self._measure(item)
+
+    def _measure(self, item) -> None:
+        if len(self.window) > 1:
+            self.violations.append(
+                "{} restarted together (up to {} on {})".format(sorted(self.window), item["hook"], item["unit"])
+            )
+        self.most = max(self.most, len(self.window))
+
+
+class Stop(Exception):
+    """Raised by a check to end a settle where it stands (the rest of the queue is kept)."""
+
+
+def settle_until(cluster, until: Callable[[], bool], after_hook=None, max_hooks: int = 3000) -> bool:
+    """Run queued hooks one by one until ``until()`` holds (checked before each); True if it did.
+
+    The rest of the queue stays, as Juju would run it later: a test acts in between.
+    """
+    controller = cluster.controller
+    for _ in range(max_hooks):
+        if until():
+            return True
+        item = controller.pop_hook()
+        if item is None:
+            return until()
+        process = controller.run_hook(item)
+        if after_hook is not None:
+            after_hook(item, process)
+        assert process.returncode == 0, "{} on {} failed:\n{}".format(
+            item["hook"], item["unit"], process.stderr[-3000:]
+        )
+    raise AssertionError("still not there after {} hooks".format(max_hooks))
+
+
+class PhaseLists:
+    """After every hook: each unit's key list as the phase last left it (the phase's end state, once it moves on)."""
+
+    def __init__(self, cluster, model: str, backend: str) -> None:
+        self.cluster, self.model, self.backend = cluster, model, backend
+        self.lists: Dict[str, Dict[str, Optional[List[Pair]]]] = {}
+        self.order: List[str] = []
+        self._last: Optional[Tuple[str, Dict[str, Optional[List[Pair]]]]] = None
+
+    def __call__(self, item=None, process=None) -> None:
+        if item is not None and item.get("model") != self.model:
+            return
+        now = phase(self.cluster, self.backend)
+        if self._last is not None and self._last[0] != now:
+            self.lists[self._last[0]] = self._last[1]  # the files when the leader entered the next phase
+        if not self.order or self.order[-1] != now:
+            self.order.append(now)
+        self._last = (now, file_key_lists(self.cluster, self.model))
+        self.lists[now] = self._last[1]

@@ -75,6 +75,26 @@ def juju(tmp_path, monkeypatch):
         dict(state["leader_data"]) if key is None else state["leader_data"].get(key)
     )
     hookenv.DEBUG, hookenv.INFO, hookenv.WARNING, hookenv.ERROR = "DEBUG", "INFO", "WARNING", "ERROR"
+    hookenv.cache = {}  # charmhelpers' per-hook cache
+    # the peer relation "coordinator": each unit's data on it, by unit name
+    state["peer"] = {}
+    hookenv.relation_ids.side_effect = lambda name=None: ["coordinator:7"] if name == "coordinator" else []
+    hookenv.related_units.side_effect = lambda rid=None: sorted(u for u in state["peer"] if u != state["unit"])
+
+    def relation_get(attribute=None, unit=None, rid=None):
+        data = state["peer"].get(unit or state["unit"]) or {}
+        return dict(data) if attribute is None else data.get(attribute)
+
+    def relation_set(relation_id=None, relation_settings=None, **kwargs):
+        own = state["peer"].setdefault(state["unit"], {})
+        for key, value in dict(relation_settings or {}, **kwargs).items():
+            if value in (None, ""):
+                own.pop(key, None)
+            else:
+                own[key] = value
+
+    hookenv.relation_get.side_effect = relation_get
+    hookenv.relation_set.side_effect = relation_set
     state["charm_dir"] = tmp_path
     return state
 

@@ -1,5 +1,6 @@
 """Key rotation: the phase rules (rotation_state) and the named-key file writes (encryption_config)."""
 
+import json
 import os
 import stat
 
@@ -437,7 +438,8 @@ def test_a_held_unit_acknowledges_as_held_and_a_held_leader_moves_the_phase_on(j
     juju["leader"] = False
     vault_kv.VaultAppKV()
     coordination.at_hook_exit()
-    assert vault.data["charm-app/kv/unit/0"][rs.ACK_KEY] == rs.held_acknowledgement(state, "app/0")
+    published = json.loads(juju["peer"]["app/0"]["vault-kv-rotation-ack"])
+    assert published == rs.held_acknowledgement(state, "app/0")
     assert vault.data["charm-app/kv/app"][rs.ROTATION_KEY]["phase"] == "promote"
 
     juju["leader"] = True
@@ -457,6 +459,11 @@ def test_a_rotation_started_by_an_earlier_build_still_takes_the_rename_leg():
     assert rs.next_state(dict(by_hand, phase="retire"))[1]["phase"] == "done"
 
 
+def publish_ack(juju, acknowledgement):
+    """A unit's acknowledgement on the peer relation, as it publishes it at hook exit."""
+    juju["peer"].setdefault(acknowledgement["unit"], {})["vault-kv-rotation-ack"] = json.dumps(acknowledgement)
+
+
 def test_the_leader_waits_for_a_dying_unit_to_go_before_key1_changes_meaning(juju, vault, flags, secure_storage_on):
     from charmhelpers.core import hookenv
 
@@ -467,14 +474,14 @@ def test_the_leader_waits_for_a_dying_unit_to_go_before_key1_changes_meaning(juj
     hookenv.goal_state.side_effect = lambda: {"units": units}
     retire = dict(started(), phase="retire")
     vault.data["charm-app/kv/app"] = {"encryption_key": NEW, rs.ROTATION_KEY: retire}
-    vault.data["charm-app/kv/unit/0"] = {rs.ACK_KEY: ack(retire, [("key2", NEW)])}
+    publish_ack(juju, ack(retire, [("key2", NEW)]))
     app_kv = vault_kv.VaultAppKV()
     assert coordination.advance(app_kv, retire)["phase"] == "retire"  # app/1 may still read key1 as the old key
     assert coordination.status_report()["waiting-for"] == "app/1 (to be gone)"
     del units["app/1"]
     assert coordination.advance(app_kv, retire)["phase"] == "rename-add"
     add = started()
-    vault.data["charm-app/kv/unit/0"] = {rs.ACK_KEY: ack(add, [("key1", OLD), ("key2", NEW)])}
+    publish_ack(juju, ack(add, [("key1", OLD), ("key2", NEW)]))
     units["app/1"] = {"status": "dying"}  # elsewhere a dying unit is not waited for
     assert coordination.advance(app_kv, add)["phase"] == "promote"
 

@@ -10,7 +10,9 @@ Public: ``VaultAppKV``, ``VaultUnitKV``, ``get_vault_config``,
 move has to restore it), ``ask_vault_when`` (a reason of the charm's for a
 hook to ask Vault although no app value changed; see ``quiet_hooks``),
 ``hold_ready_while`` (a reason of the charm's to keep ``layer.vault-kv.ready``
-down although Vault answered; see ``ready_holds``) and the exceptions.
+down although Vault answered; see ``ready_holds``), ``hold_changes_while``
+(keep a key's changed flags back while a change must wait; see ``store``)
+and the exceptions.
 ``_get_secret_backend`` is private but kept, because
 kubernetes-control-plane 1.27 and 1.28 call it.  Everything else in this
 package is private to the layer:
@@ -51,6 +53,7 @@ from charms.layer.vault_kv.store import (
     VaultUnitKV,
     _get_secret_backend,
     backend_of,
+    hold_changes_while,
     reset_cached_state,
 )
 
@@ -75,6 +78,7 @@ __all__ = [
     "register_local_copy",
     "ask_vault_when",
     "hold_ready_while",
+    "hold_changes_while",
     "quiet_hook",
     "reset_cached_state",
     "backend_of",

@@ -135,6 +135,14 @@ ENCRYPTION_CONFIG_SYNCED = _unitdata(
     "layer.vault-kv.encryption-config-synced",
     "(secure storage on) sha256 of the file as last brought in line with Vault",
 )
+UNDELIVERED_CHANGES = _unitdata(
+    "layer.vault-kv.undelivered-changes",
+    "app keys whose change a registered hold keeps from the changed flags yet, with the hash last delivered",
+)
+ROTATION_SEEN = _unitdata(
+    "layer.vault-kv.rotation-seen",
+    "(secure storage on) the rotation's turn this unit last acted on with Vault, and what it then reported",
+)
 ANSWER_AWAITED_SINCE = _unitdata(
     "layer.vault-kv.answer-awaited-since", "when a move started waiting for Vault's answer to its new name (wall clock)"
 )
@@ -157,3 +165,28 @@ LEADER_NONCE = _leader(
 )
 LEADER_MIGRATED = _leader("vault-kv-migrated", "the backend the application's data was moved to")
 LEADER_BACKEND = _leader("vault-kv-backend", "the backend the application's data lives in")
+LEADER_ROTATION_TURN = _leader(
+    "vault-kv-rotation-turn",
+    "(secure storage on) which unit may change its encryption configuration in the rotation's phase now,"
+    " and which unit relays the leader's own turn (JSON, no key)",
+)
+
+# -- peer relation data (this unit's data on the peer relation) -----------------------
+
+PEER_RELATION = "coordinator"
+PEER_DATA: Dict[str, str] = {}
+
+
+def _peer(name: str, meaning: str) -> str:
+    PEER_DATA[name] = meaning
+    return name
+
+
+PEER_ROTATION_ACK = _peer(
+    "vault-kv-rotation-ack",
+    "(secure storage on) this unit's acknowledgement of the rotation's phase: key names and fingerprints its"
+    " file holds and its apiserver runs with (JSON, never a key)",
+)
+PEER_ROTATION_SEEN = _peer(
+    "vault-kv-rotation-seen", "(secure storage on) the leader's turn this unit relays back, so the leader gets a hook"
+)

@@ -23,6 +23,11 @@ def waiting(message: str) -> None:
     _set("waiting", message)
 
 
+def maintenance(message: str) -> None:
+    """Work of the layer's under way (a key rotation's progress); it ends by itself."""
+    _set("maintenance", message)
+
+
 def blocked(message: str) -> None:
     """Vault cannot be used until an operator acts."""
     _set("blocked", message)

@@ -19,7 +19,7 @@ import json
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set
 
-from charmhelpers.core import hookenv
+from charmhelpers.core import hookenv, unitdata
 from charms.reactive import clear_flag, get_flags, is_flag_set, set_flag
 
 from charms.layer.vault_kv import backend as vault_kv_backend
@@ -44,6 +44,26 @@ LEADERSHIP_TRUSTED_SECONDS = 20.0
 FLAG_PREFIX = names.APP_KV_PREFIX
 FLAG_ANY_CHANGED = FLAG_PREFIX + "changed"
 _MISSING = object()
+_ABSENT = ""  # an undelivered change from "no value" (hashes are never empty)
+
+ChangeHold = Callable[[Any], bool]
+_change_holds: Dict[str, List[ChangeHold]] = {}
+
+
+def hold_changes_while(key: str, hold: ChangeHold) -> None:
+    """Register ``hold``: given the app data, True while a change of ``key`` must not raise its changed flags yet.
+
+    The change is not lost: the unit records the new hashes as usual (so
+    the leader's digest and Vault's copy stay true) and remembers the hash
+    it last delivered; once no hold holds, ``changed.{key}`` is raised in
+    that hook.  Secure storage holds ``encryption_key`` during a rotation
+    until the unit's turn: kubernetes-control-plane restarts its apiserver on
+    that flag, and every unit sees the change at once.  A hold that raises
+    does not hold (the change is delivered, as without it).
+    """
+    holds = _change_holds.setdefault(key, [])
+    if hold not in holds:
+        holds.append(hold)
 
 
 def log(message: str, level: str = hookenv.DEBUG) -> None:
@@ -371,6 +391,8 @@ class VaultAppKV(_VaultBaseKV):
         self._old_hashes: Dict[str, str] = stored if stored is not None else vault_kv_local_copies.seen_hashes()
         self._new_hashes: Dict[str, str] = {key: value_hash(value) for key, value in self.items()}
         self._awaited = set(vault_kv_local_copies.awaited_keys())
+        undelivered = unitdata.kv().get(names.UNDELIVERED_CHANGES) if _change_holds else None
+        self._undelivered: Dict[str, str] = undelivered if isinstance(undelivered, dict) else {}
         self._any_changed_toggled = False
         self._leader: Optional[bool] = None
         self._leader_asked_at = 0.0
@@ -476,13 +498,45 @@ class VaultAppKV(_VaultBaseKV):
                 clear_flag(flag)
 
     def is_changed(self, key: str) -> bool:
-        """Whether ``key``'s value differs from what this unit last recorded.
+        """Whether ``key``'s value differs from what this unit last recorded (or last delivered, see
+        ``hold_changes_while``), and no registered hold keeps the change back now.
 
         A key awaited after a move is not changed until it is written again.
         """
         if key in self._awaited:
             return False
-        return self._new_hashes.get(key) != self._old_hashes.get(key)
+        if self._new_hashes.get(key) == self._delivered_hash(key):
+            return False
+        return not self._change_held(key)
+
+    def _delivered_hash(self, key: str) -> Optional[str]:
+        """The hash of ``key`` as the charm last saw it through the flags: the recorded one unless held back."""
+        if key in self._undelivered:
+            return self._undelivered[key] or None
+        return self._old_hashes.get(key)
+
+    def _change_held(self, key: str) -> bool:
+        for hold in _change_holds.get(key, ()):
+            try:
+                if hold(self):
+                    return True
+            except Exception as error:  # deliver: the flag as without the hold
+                log("a change hold for {} failed: unexpected {}".format(key, type(error).__name__), hookenv.ERROR)
+        return False
+
+    def _record_undelivered(self) -> None:
+        """At hook exit: keep the hash last delivered for each key whose change a hold still keeps back."""
+        undelivered = {}
+        for key in set(self._new_hashes) | set(self._undelivered):
+            delivered = self._delivered_hash(key)
+            if self._new_hashes.get(key) != delivered and self._change_held(key):
+                undelivered[key] = delivered or _ABSENT
+        if undelivered != self._undelivered:
+            if undelivered:
+                unitdata.kv().set(names.UNDELIVERED_CHANGES, undelivered)
+            else:
+                unitdata.kv().unset(names.UNDELIVERED_CHANGES)
+            self._undelivered = undelivered
 
     def any_changed(self) -> bool:
         """Whether any value differs from what this unit last recorded."""
@@ -526,8 +580,11 @@ class VaultAppKV(_VaultBaseKV):
         Done at hook exit.  Costs no request when nothing changed and Vault
         already holds them; Vault's copy is what the old layer and
         kubernetes-control-plane 1.29 read, so it is written whenever it is
-        missing or differs.
+        missing or differs.  A change a hold keeps back is remembered apart
+        (``hold_changes_while``).
         """
+        if _change_holds or self._undelivered:
+            self._record_undelivered()
         if self._new_hashes == self._old_hashes and self._vault_hashes_current:
             vault_kv_local_copies.remember_seen_hashes(self._new_hashes, self._hash_path)
             return

@@ -90,12 +90,21 @@ def file_as_last_synced() -> bool:
 def why_ask_vault(flags: Set[str]) -> Optional[str]:
     """Registered with the layer's ``ask_vault_when``: secure storage's reasons for a hook to ask Vault.
 
-    A rotation runs over many hooks and needs Vault in each (phases,
-    acknowledgements); a file that changed since it was last brought in line
-    (the charm wrote it, an operator removed it) is checked against Vault.
+    During a rotation the leader asks in every hook (it hands out the
+    turns); another unit asks when the rotation concerns it (its turn, a
+    new turn or phase, its apiserver configured since), not in the many
+    relation-changed hooks other units' acknowledgements give it.  A file
+    that changed since it was last brought in line (the charm wrote it, an
+    operator removed it) is checked against Vault.
     """
-    if names.ROTATING in flags:
-        return "a key rotation is running"
     if names.SECURE_STORAGE_CREATED in flags and not file_as_last_synced():
         return "the encryption configuration changed"
+    if names.ROTATING in flags:
+        from charmhelpers.core import hookenv
+
+        from charms.layer.vault_kv.secure_storage import rotation
+
+        if hookenv.is_leader():
+            return "a key rotation is running (the leader coordinates it)"
+        return rotation.news_for_this_unit(flags)
     return None

@@ -18,8 +18,9 @@ from typing import Any, Dict, List, Optional
 from charmhelpers.core import hookenv
 
 from charms.layer import vault_kv
+from charms.layer.vault_kv import names
 from charms.layer.vault_kv import status as vault_kv_status
-from charms.layer.vault_kv.secure_storage import KEY, config_path, encryption_config, rotation, rotation_state
+from charms.layer.vault_kv.secure_storage import KEY, config_path, encryption_config, rolling, rotation, rotation_state
 
 RotationRefused = rotation_state.RotationRefused
 
@@ -32,9 +33,12 @@ def _log(message: str, level: str = hookenv.INFO) -> None:
 
 
 def advance(app_kv: Any, state: Dict[str, Any]) -> Dict[str, Any]:
-    """Enter the next phase if every unit acknowledged this one; returns the state now in force.
+    """The leader's step: hand the turn on, or enter the next phase once every unit acknowledged this one.
 
-    Raises VaultNotReady when Vault cannot be read or written (the phase
+    See ``rolling``: within a phase one unit at a time changes its file;
+    the turn passes on once the holder acknowledged.  Entering a phase
+    hands out its first turn in the same hook.  Returns the state now in
+    force; raises VaultNotReady when Vault cannot be written (the phase
     stays; the next hook tries again).
     """
     try:
@@ -42,19 +46,27 @@ def advance(app_kv: Any, state: Dict[str, Any]) -> Dict[str, Any]:
     except RotationRefused as error:
         _log("key rotation held: {}".format(error), hookenv.WARNING)
         return state
-    acks = rotation.read_acknowledgements(app_kv._session, vault_kv.backend_of(app_kv))
-    waiting = _waiting_for(state, units, acks)
-    if waiting:
-        _log("key rotation: phase {} waits for {}".format(state["phase"], ", ".join(waiting)), hookenv.DEBUG)
-        return state
-    try:
-        updates, following = rotation_state.next_state(state)
-    except RotationRefused:  # the rewrite is not confirmed yet
-        return state
-    app_kv.update(updates)
-    rotation.follow(following)
-    _log("key rotation {}: entered phase {}".format(state["id"][:8], following["phase"]))
-    return following
+    acks = rotation.read_acknowledgements()
+    me = hookenv.local_unit()
+    for _ in range(2):  # at most: enter the next phase, then hand out its first turn
+        decision = rolling.decide(state, units, acks, rolling.read_turn(), me, rolling.now())
+        if decision.turn is not None:
+            rolling.publish_turn(decision.turn)
+            _log("key rotation: phase {}, turn to {}".format(state["phase"], decision.turn["unit"]))
+        if not decision.enter_next or _waiting_for(state, units, acks):
+            return state
+        try:
+            updates, following = rotation_state.next_state(state)
+        except RotationRefused:  # the rewrite is not confirmed yet
+            return state
+        app_kv.update(updates)
+        rotation.follow(following)
+        _log("key rotation {}: entered phase {}".format(state["id"][:8], following["phase"]))
+        state = following
+        if not rotation_state.is_running(state):
+            rolling.publish_turn(None)
+            return state
+    return state
 
 
 def _waiting_for(state: Dict[str, Any], units: List[str], acks: Dict[str, Any]) -> List[str]:
@@ -108,6 +120,7 @@ def start() -> Dict[str, str]:
     app_kv[rotation_state.ROTATION_KEY] = following  # the new key exists from here on, in Vault only
     rotation.follow(following)
     _log("key rotation {}: started, phase add".format(following["id"][:8]))
+    advance(app_kv, following)  # the first turn: a Juju event carries the rotation from here
     return {
         "id": following["id"],
         "phase": following["phase"],
@@ -124,7 +137,12 @@ def confirm_rewrite() -> Dict[str, str]:
     state = rotation_state.confirm(rotation.read_state(app_kv))
     app_kv[rotation_state.ROTATION_KEY] = state
     _log("key rotation {}: rewrite confirmed".format(state["id"][:8]))
-    return {"id": state["id"], "phase": state["phase"], "next": "every unit removes the old key"}
+    following = advance(app_kv, state)  # on to the next phase now, if every unit is there
+    return {
+        "id": state["id"],
+        "phase": following["phase"],
+        "next": "every unit removes the old key, one at a time; follow with encryption-key-status",
+    }
 
 
 # -- reports ---------------------------------------------------------------------------
@@ -162,7 +180,7 @@ def status_report() -> Dict[str, str]:
         units = rotation.application_units()
     except RotationRefused:
         units = [me]
-    acks = rotation.read_acknowledgements(app_kv._session, vault_kv.backend_of(app_kv))
+    acks = rotation.read_acknowledgements()
     current = {unit: ack for unit, ack in acks.items() if ack.get("id") == state["id"]}
     lists = {unit: ack.get("keys") for unit, ack in current.items()}
     for unit in units:
@@ -177,15 +195,32 @@ def status_report() -> Dict[str, str]:
             bool(keys) and all(other == keys for name, other in lists.items() if name != unit)
         ).lower()
     report["waiting-for"] = ", ".join(_waiting_for(state, units, acks)) or "none"
+    turn = rolling.turn_of(state, rolling.read_turn())
+    leader = me if hookenv.is_leader() else (turn or {}).get("leader", "")
+    report["rolling-order"] = ", ".join(rolling.order(units, leader))
+    report["applying"] = turn["unit"] if turn and turn["unit"] not in _acked(state, units, acks) else "none"
+    if turn and rolling.overdue(turn, rolling.now()) and report["applying"] != "none":
+        report["blocks"] = turn["unit"]
     report["next"] = rotation_state.describe(state, []) or "none"
     return report
+
+
+def _acked(state: Dict[str, Any], units: List[str], acks: Dict[str, Any]) -> List[str]:
+    return [unit for unit in units if rotation_state.acknowledged(state, acks.get(unit))]
 
 
 # -- every unit, at hook exit ---------------------------------------------------------------
 
 
 def at_hook_exit() -> None:
-    """Record a restart that happened, acknowledge the phase, show it.  Nothing escapes a hook's end."""
+    """Relay the leader's turn if asked, record a restart that happened, acknowledge the phase, show it.
+
+    Nothing escapes a hook's end.
+    """
+    try:
+        rolling.relay_if_witness()
+    except Exception as error:  # never fail a hook at its very end
+        _log("key rotation turn not relayed: unexpected {}".format(type(error).__name__), hookenv.ERROR)
     try:
         _report_at_exit()
     except vault_kv.VaultNotReady as error:
@@ -200,25 +235,66 @@ def _report_at_exit() -> None:
         return
     restarted = rotation.note_loaded_if_restarted()
     state = rotation.read_state(app_kv)
+    leader = hookenv.is_leader()
     if not rotation_state.is_running(state):
+        if leader and rolling.read_turn() is not None:
+            rolling.publish_turn(None)  # the rotation is over: no turn left behind
+        rotation.forget_seen()
         return
+    me = hookenv.local_unit()
     held = rotation.is_held_new_unit(state, app_kv.get(KEY))
     ack: Optional[Dict[str, Any]]
     if held:
-        ack = rotation_state.held_acknowledgement(state, hookenv.local_unit())
+        ack = rotation_state.held_acknowledgement(state, me)
     else:
-        ack = rotation.settled_acknowledgement(state, hookenv.local_unit()) if restarted else None
-    if ack is not None:
-        unit_kv = vault_kv.VaultUnitKV()
-        if unit_kv.get(rotation_state.ACK_KEY) != ack:
-            unit_kv[rotation_state.ACK_KEY] = ack
-    if held and hookenv.is_leader():
+        ack = rotation.settled_acknowledgement(state, me) if restarted else None
+    if ack is not None and not rolling.publish_acknowledgement(ack):
+        _log("key rotation: no peer relation {} to acknowledge on yet".format(names.PEER_RELATION))
+    settled = ack is not None and rotation_state.acknowledged(state, ack)
+    rotation.remember_seen(settled)
+    if not leader:
+        return
+    if held:
         # a held leader has no ready, so write_encryption_config does not run: it moves the phase on here,
         # then records the layer's hashes and digest again (the layer's own exit may have run before this one)
         restore_vault_key(app_kv, state)
-        if advance(app_kv, state) is not state:
+        following = advance(app_kv, state)
+        if following is not state:
             from charms.layer.vault_kv import lifecycle
 
             lifecycle.at_hook_exit()
-    if state["phase"] in rotation_state.REWRITES and not state.get("confirmed") and hookenv.is_leader():
+            state = following
+    _show_progress(state, ack)
+
+
+def _show_progress(state: Dict[str, Any], own_ack: Optional[Dict[str, Any]]) -> None:
+    """The leader's status: the rolling order, who applies, who blocks, or the operator's rewrite."""
+    if not rotation_state.is_running(state):
+        vault_kv_status.resolved()
+        return
+    try:
+        units = rotation.application_units()
+    except RotationRefused:
+        return
+    me = hookenv.local_unit()
+    acks = rotation.read_acknowledgements()
+    if own_ack is not None:
+        acks[me] = own_ack
+    waiting = _waiting_for(state, units, acks)
+    if state["phase"] in rotation_state.REWRITES and not state.get("confirmed") and not waiting:
         vault_kv_status.blocked(rotation_state.describe(state))
+        return
+    turn = rolling.turn_of(state, rolling.read_turn())
+    progress = rolling.describe_turn(state, units, acks, turn, me)
+    if turn and turn["unit"] in waiting and rolling.overdue(turn, rolling.now()):
+        vault_kv_status.blocked(
+            "key rotation phase {}: {} has not confirmed for {} min that its kube-apiserver runs with the new"
+            " encryption configuration; no other unit restarts until it does: repair it or remove it"
+            " (juju remove-unit {}); {}".format(
+                state["phase"], turn["unit"], rolling.PATIENCE_SECONDS // 60, turn["unit"], rotation_state.NO_REFRESH
+            )
+        )
+        return
+    vault_kv_status.maintenance(
+        "key rotation phase {}: {}; {}".format(state["phase"], progress, rotation_state.NO_REFRESH)
+    )

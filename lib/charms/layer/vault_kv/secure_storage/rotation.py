@@ -20,11 +20,11 @@ import hashlib
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
-from charmhelpers.core import hookenv
+from charmhelpers.core import hookenv, unitdata
 from charms.reactive import clear_flag, is_flag_set, set_flag
 
 from charms.layer.vault_kv import names
-from charms.layer.vault_kv.secure_storage import KEY, config_path, encryption_config, rotation_state
+from charms.layer.vault_kv.secure_storage import KEY, config_path, encryption_config, rolling, rotation_state
 
 LOADED_RECORD = ".vault-kv-encryption-config-loaded"
 
@@ -163,15 +163,42 @@ def dying_units() -> List[str]:
     return sorted(name for name, info in units.items() if (info or {}).get("status") in GOING)
 
 
-def read_acknowledgements(session: Any, backend: str) -> Dict[str, Any]:
-    """Every unit's acknowledgement, by Juju unit name (units keep theirs in their own unit data)."""
-    found: Dict[str, Any] = {}
-    for number in session.list("{}/kv/unit".format(backend)):
-        data = session.read("{}/kv/unit/{}".format(backend, number.rstrip("/"))) or {}
-        ack = data.get(rotation_state.ACK_KEY)
-        if isinstance(ack, dict) and isinstance(ack.get("unit"), str):
-            found[ack["unit"]] = ack
-    return found
+def read_acknowledgements() -> Dict[str, Any]:
+    """Every unit's acknowledgement, by Juju unit name, from the peer relation (see ``rolling``)."""
+    return rolling.read_acknowledgements()
+
+
+def alone() -> bool:
+    """Whether this unit is the application's only one (goal-state): nobody else's apiserver to keep up."""
+    try:
+        return application_units() == [hookenv.local_unit()]
+    except rotation_state.RotationRefused:
+        return False
+
+
+def may_change_file(state: Optional[Dict[str, Any]]) -> bool:
+    """Whether this unit may change its file for the rotation's phase in this hook: it holds the turn
+    (a leader since an earlier hook), or it is alone.  Without a running rotation, always."""
+    if not rotation_state.is_running(state):
+        return True
+    return rolling.may_apply(state, rolling.turn_at_start(), hookenv.local_unit(), hookenv.is_leader(), alone())
+
+
+def hold_key_change(app_kv: Any) -> bool:
+    """Registered with ``hold_changes_while``: keep ``changed.encryption_key`` back until this unit's turn.
+
+    kubernetes-control-plane restarts its apiserver on that flag, and the
+    key changes for every unit at once (promote, or the old key put back
+    and restored): the restart waits for the unit's turn, where the file
+    changes too, so it is one restart, one unit at a time.  A unit without
+    its file yet is not held (the charm's first write clears the flag).
+    """
+    if not is_flag_set(names.SECURE_STORAGE_CREATED):
+        return False
+    state = app_kv.get(rotation_state.ROTATION_KEY)
+    if not (rotation_state.is_running(state) and _well_formed(state)):
+        return False
+    return not may_change_file(state)
 
 
 # -- this unit's file ----------------------------------------------------------------
@@ -183,8 +210,12 @@ def file_keys() -> Optional[NamedKeys]:
     return encryption_config.read_named_keys(path) if path else None
 
 
-def sync_file(state: Optional[Dict[str, Any]], vault_key: str) -> bool:
-    """Make the file hold what the rotation's phase asks (or, without one, Vault's key); True if changed."""
+def sync_file(state: Optional[Dict[str, Any]], vault_key: str, may_change: bool = True) -> bool:
+    """Make the file hold what the rotation's phase asks (or, without one, Vault's key); True if changed.
+
+    During a rotation a file that does not hold the phase's keys yet is
+    changed only when ``may_change`` (this unit's turn, see ``rolling``).
+    """
     path = config_path()
     plan = rotation_state.file_plan(state, vault_key)
     if plan is None and rotation_state.went_back_to_the_old_key(state, vault_key):
@@ -192,6 +223,8 @@ def sync_file(state: Optional[Dict[str, Any]], vault_key: str) -> bool:
     if plan is None:
         return encryption_config.write_key(path, vault_key)
     keys, drop = plan
+    if not may_change:
+        return False  # the file keeps what it has until this unit's turn
     return encryption_config.write_named_keys(path, keys, drop)
 
 
@@ -256,3 +289,46 @@ def settled_acknowledgement(state: Dict[str, Any], unit: str) -> Optional[Dict[s
     if not rotation_state.file_matches(keys, drop, in_file) or reload_needed():
         return None
     return rotation_state.acknowledgement(state, unit, in_file)
+
+
+# -- what a non-leader needs Vault for during a rotation -------------------------------
+
+
+def remember_seen(settled: bool) -> None:
+    """At the exit of a hook that asked Vault during a rotation: the turn it saw, the charm's apiserver flag
+    then, and whether its file and apiserver were settled in the phase (see ``news_for_this_unit``)."""
+    unitdata.kv().set(
+        names.ROTATION_SEEN,
+        {
+            "turn": rolling.token(rolling.read_turn()),
+            "configured": is_flag_set(names.APISERVER_CONFIGURED),
+            "settled": bool(settled),
+        },
+    )
+
+
+def forget_seen() -> None:
+    unitdata.kv().unset(names.ROTATION_SEEN)
+
+
+def news_for_this_unit(flags: Any) -> Optional[str]:
+    """Why a non-leader must ask Vault in this hook of a running rotation, None when nothing concerns it.
+
+    A phase change changes the app data (the leader's digest says so, see
+    ``quiet_hooks``); what is left is the turn moving (leader data), the
+    charm having configured its apiserver since (the unit may acknowledge
+    now), and this unit holding the turn without having settled.  The peer
+    relation's relation-changed hooks every other unit's acknowledgement
+    gives are quiet otherwise.
+    """
+    seen = unitdata.kv().get(names.ROTATION_SEEN)
+    if not isinstance(seen, dict):
+        return "a key rotation is running"
+    turn = rolling.turn_at_start()
+    if seen.get("turn") != rolling.token(turn):
+        return "the key rotation's turn moved"
+    if seen.get("configured") != (names.APISERVER_CONFIGURED in flags):
+        return "the apiserver was configured since"
+    if turn and turn.get("unit") == hookenv.local_unit() and not seen.get("settled"):
+        return "this unit holds the key rotation's turn"
+    return None
