@@ -85,6 +85,22 @@ def secure_storage_deployment(charms, tmp_path_factory):
     deployment.cleanup()
 
 
+@pytest.fixture(scope="module")
+def five_unit_deployment(charms, tmp_path_factory):
+    """5 units with the layer's secure storage on, deployed once per module."""
+    deployment = SnapshotDeployment(charms, tmp_path_factory.mktemp("five-units"), build="ss", units=5)
+    yield deployment
+    deployment.cleanup()
+
+
+@pytest.fixture
+def five_units(five_unit_deployment):
+    """That deployment as it was made: (cluster, model, backend)."""
+    cluster = five_unit_deployment.fresh()
+    model = five_unit_deployment.model
+    return cluster, model, cluster.new_backend(model)
+
+
 @pytest.fixture
 def secure_storage_deployed(secure_storage_deployment):
     """That deployment as it was made: (cluster, model, backend)."""

@@ -54,7 +54,13 @@ def action_killing_at_every_step(cluster, model, unit, name):
 def test_killed_after_each_vault_request_and_file_write_the_rotation_resumes_and_loses_no_key(secure_storage_deployed):
     cluster, model, backend = secure_storage_deployed
     old = cluster.vault_fingerprint(backend)
-    invariant = rotation.RotationInvariant(cluster, model, backend)
+    rotation_invariant = rotation.RotationInvariant(cluster, model, backend)
+    windows = rotation.RestartWindows(cluster, model)
+
+    def invariant(item, process):
+        rotation_invariant(item, process)
+        windows(item, process)
+
     before = rotation.restarts(cluster, model)
     first = leader(cluster, model)
 
@@ -85,4 +91,5 @@ def test_killed_after_each_vault_request_and_file_write_the_rotation_resumes_and
         u: 1 for u in cluster.units(model)
     }
     assert kills > 60, kills
+    assert windows.most == 1, windows.violations  # killed anywhere, still one apiserver restarting at a time
     rotation.assert_a_charm_written_file_reads_everything(cluster, model, backend)

@@ -8,7 +8,15 @@ and ``RestartWindows`` counts the apiservers that restarted between two
 consecutive hooks of the leader: never more than one.
 """
 
+import json
+from pathlib import Path
+
+from charms.layer.vault_kv.secure_storage import rolling
+from tests.jujusim.state import locked
 from tests.support import rotation
+from tests.support.cluster import APP
+
+TURN = "vault-kv-rotation-turn"
 
 leader = rotation.leader
 
@@ -53,4 +61,99 @@ def test_three_units_rotate_with_no_update_status_and_one_apiserver_restarting_a
     print("hooks", windows.hooks, "restarts", windows.per_unit)
     new = rotation.state(cluster, backend)["fingerprint"]
     assert set(map(tuple, rotation.file_key_lists(cluster, model).values())) == {(("key1", new),)}
+    rotation.assert_a_charm_written_file_reads_everything(cluster, model, backend)
+
+
+def test_five_units_rotate_with_no_update_status_and_one_apiserver_restarting_at_a_time(five_units):
+    cluster, model, backend = five_units
+    windows = rotate_on_events(cluster, model, backend)
+    assert windows.update_status_hooks == 0
+    assert windows.most == 1, windows.violations
+    print("hooks", windows.hooks, "restarts", windows.per_unit)
+    new = rotation.state(cluster, backend)["fingerprint"]
+    assert set(map(tuple, rotation.file_key_lists(cluster, model).values())) == {(("key1", new),)}
+    rotation.assert_a_charm_written_file_reads_everything(cluster, model, backend)
+
+
+APISERVER_FAILS = "/var/lib/kcp-consumer/apiserver-fails"
+
+
+def apiserver_fails(cluster, model, unit, fails=True):
+    """A test's fault on one unit: its kube-apiserver does not come up (the consumer leaves configured unset)."""
+    info = cluster.controller.unit(model, unit)
+    marker = Path(info["dir"]) / "var-upper" / APISERVER_FAILS[len("/var/") :]
+    if fails:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text("")
+    elif marker.exists():
+        marker.unlink()
+
+
+def make_the_turn_overdue(cluster, model):
+    """Time passes: the holder's turn was handed out longer ago than the leader's patience."""
+    with locked(cluster.controller.state_path) as state:
+        settings = state["models"][model]["apps"][APP]["leader_settings"]
+        turn = json.loads(settings[TURN])
+        turn["since"] -= rolling.PATIENCE_SECONDS + 60
+        settings[TURN] = json.dumps(turn, sort_keys=True)
+
+
+def turn_holder(cluster, model):
+    with locked(cluster.controller.state_path, write=False) as state:
+        return json.loads(state["models"][model]["apps"][APP]["leader_settings"][TURN])["unit"]
+
+
+def test_a_unit_whose_apiserver_does_not_come_back_stops_the_rotation_until_it_recovers_or_is_removed(
+    secure_storage_deployed,
+):
+    """No other apiserver restarts behind a unit that did not acknowledge; the leader names it, then goes on."""
+    cluster, model, backend = secure_storage_deployed
+    invariant = rotation.RotationInvariant(cluster, model, backend)
+    windows = rotation.RestartWindows(cluster, model)
+
+    def watch(item, process):
+        invariant(item, process)
+        windows(item, process)
+
+    lead = leader(cluster, model)
+    first, second = [unit for unit in cluster.units(model) if unit != lead]
+    apiserver_fails(cluster, model, first)
+    ok(rotation.action(cluster, model, lead, "rotate-encryption-key"))
+    cluster.settle(after_hook=watch, fail_fast=True)
+    assert rotation.phase(cluster, backend) == "add" and turn_holder(cluster, model) == first
+    assert set(windows.per_unit) == {first}  # it restarted with the new file (its service failing); nobody else did
+    assert first not in cluster.apiservers.running(model)
+    status = cluster.controller.status(model, lead)
+    assert status["status"] == "maintenance" and "{} applying".format(first) in status["message"]
+    report = ok(rotation.action(cluster, model, lead, "encryption-key-status"))
+    assert report["applying"] == first and first in report["waiting-for"]
+    assert report["rolling-order"] == ", ".join([first, second, lead])
+
+    make_the_turn_overdue(cluster, model)
+    cluster.update_status(model)  # the safety net notices
+    status = cluster.controller.status(model, lead)
+    assert status["status"] == "blocked" and first in status["message"] and "remove-unit" in status["message"]
+    assert ok(rotation.action(cluster, model, lead, "encryption-key-status"))["blocks"] == first
+    assert set(windows.per_unit) == {first}
+
+    apiserver_fails(cluster, model, first, fails=False)  # repaired: its next hook configures the apiserver
+    cluster.controller.queue(model, first, "update-status")
+    cluster.settle(after_hook=watch, fail_fast=True)
+    assert rotation.phase(cluster, backend) == "rewrite"
+
+    apiserver_fails(cluster, model, second)
+    rotation.rewrite_stored_secrets(cluster, model)
+    ok(rotation.action(cluster, model, lead, "finish-encryption-key-rotation"))
+    cluster.settle(after_hook=watch, fail_fast=True)
+    assert rotation.phase(cluster, backend) == "retire" and turn_holder(cluster, model) == second
+    cluster.controller.remove_unit(model, second)  # the operator removes it instead
+    cluster.settle(after_hook=watch, fail_fast=True)
+    assert second not in cluster.units(model)
+    assert rotation.phase(cluster, backend) == "rename-rewrite"
+    rotation.rewrite_stored_secrets(cluster, model)
+    ok(rotation.action(cluster, model, lead, "finish-encryption-key-rotation"))
+    cluster.settle(after_hook=watch, fail_fast=True)
+    assert rotation.phase(cluster, backend) == "done"
+    assert windows.most == 1, windows.violations
+    assert cluster.controller.status(model, lead)["status"] == "active"
     rotation.assert_a_charm_written_file_reads_everything(cluster, model, backend)

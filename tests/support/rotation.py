@@ -175,13 +175,15 @@ def drive(cluster, model: str, backend: str, until: Callable[[], bool], after_ho
     raise AssertionError("rotation stuck in phase {} after {} rounds".format(phase(cluster, backend), rounds))
 
 
-def apiserver_starts(cluster, model: str) -> Dict[str, int]:
-    """How many times each unit's apiserver was started (the test consumer's record), units without one left out."""
+def apiserver_starts(cluster, model: str) -> Dict[str, Tuple[int, bool]]:
+    """(times started, whether it is up) of each unit's apiserver (the test consumer's record); units without one
+    left out."""
     starts = {}
     for unit in cluster.units(model):
         record = cluster.controller.unit_file(model, unit, APISERVER_RECORD)
         if record:
-            starts[unit] = json.loads(record).get("starts") or 0
+            data = json.loads(record)
+            starts[unit] = (data.get("starts") or 0, bool(data.get("config")) and not data.get("failed"))
     return starts
 
 
@@ -193,8 +195,10 @@ class RestartWindows:
     simulator runs them one by one, and this counts what would overlap.
     A restart in a hook of the leader counts in both windows that hook
     bounds (the one it closes and the one it opens).  A unit's first start
-    is not a restart (no apiserver of it was serving).  ``most`` is the
-    largest window; ``per_unit`` the restarts of each unit.
+    is not a restart (no apiserver of it was serving), nor is another start
+    of one that is down (a failing service tried again takes nothing
+    away).  ``most`` is the largest window; ``per_unit`` the restarts of
+    each unit.
     """
 
     def __init__(self, cluster, model: str) -> None:
@@ -214,7 +218,11 @@ class RestartWindows:
         if item.get("hook") == "update-status":
             self.update_status_hooks += 1
         now = apiserver_starts(self.cluster, self.model)
-        restarted = {unit for unit, count in now.items() if count > self.starts.get(unit, 0) and self.starts.get(unit)}
+        restarted = {
+            unit
+            for unit, (count, _up) in now.items()
+            if unit in self.starts and count > self.starts[unit][0] and self.starts[unit][1]
+        }
         for unit in restarted:
             self.per_unit[unit] = self.per_unit.get(unit, 0) + 1
         self.starts = now

@@ -28,6 +28,7 @@ from charmhelpers.core import hookenv
 from charms.reactive import clear_flag, is_flag_set
 
 from charms.layer.vault_kv import migration, names, quiet_hooks, ready_holds
+from charms.layer.vault_kv import status as vault_kv_status
 from charms.layer.vault_kv.errors import VaultNotReady, VaultOperatorActionNeeded
 from charms.layer.vault_kv.store import VaultAppKV, VaultUnitKV
 
@@ -43,6 +44,8 @@ def register() -> None:
     """Register ``at_hook_start`` with charmhelpers, once per process (called by the package)."""
     if not _process["registered"]:
         hookenv.atstart(at_hook_start)
+        # exit callbacks run last registered first: this one runs after the charm's final status
+        hookenv.atexit(vault_kv_status.apply_final)
         _process["registered"] = True
 
 

@@ -79,6 +79,11 @@ APISERVER_CONFIGURED = _flag(
     "(secure storage on) the charm's: cleared by the layer when the file changed, so the apiserver restarts;"
     " set again by the charm once it did",
 )
+APISERVER_RUNNING = _flag(
+    "kubernetes-control-plane.apiserver.running",
+    "(secure storage on) the charm's: its kube-apiserver service is up (1.28 sets it after a restart once the"
+    " service runs, clears it with configured); once a unit saw it, a rotation's acknowledgement needs it",
+)
 ROTATING = _flag(
     "layer.vault-kv.encryption-key.rotating", "(secure storage on) a rotation of the encryption key is running"
 )
@@ -138,6 +143,10 @@ ENCRYPTION_CONFIG_SYNCED = _unitdata(
 UNDELIVERED_CHANGES = _unitdata(
     "layer.vault-kv.undelivered-changes",
     "app keys whose change a registered hold keeps from the changed flags yet, with the hash last delivered",
+)
+APISERVER_RUNNING_KNOWN = _unitdata(
+    "layer.vault-kv.apiserver-running-known",
+    "(secure storage on) this charm sets kubernetes-control-plane.apiserver.running: acknowledgements wait for it",
 )
 ROTATION_SEEN = _unitdata(
     "layer.vault-kv.rotation-seen",

@@ -248,6 +248,9 @@ def _report_at_exit() -> None:
         ack = rotation_state.held_acknowledgement(state, me)
     else:
         ack = rotation.settled_acknowledgement(state, me) if restarted else None
+        turn = rolling.turn_of(state, rolling.read_turn())
+        if ack is None and turn is not None and turn["unit"] == me:
+            ack = rotation.not_up_report(state, me)  # its turn, its file changed, its apiserver not up
     if ack is not None and not rolling.publish_acknowledgement(ack):
         _log("key rotation: no peer relation {} to acknowledge on yet".format(names.PEER_RELATION))
     settled = ack is not None and rotation_state.acknowledged(state, ack)
@@ -282,19 +285,20 @@ def _show_progress(state: Dict[str, Any], own_ack: Optional[Dict[str, Any]]) -> 
         acks[me] = own_ack
     waiting = _waiting_for(state, units, acks)
     if state["phase"] in rotation_state.REWRITES and not state.get("confirmed") and not waiting:
-        vault_kv_status.blocked(rotation_state.describe(state))
+        vault_kv_status.show_at_exit("blocked", rotation_state.describe(state))
         return
     turn = rolling.turn_of(state, rolling.read_turn())
     progress = rolling.describe_turn(state, units, acks, turn, me)
     if turn and turn["unit"] in waiting and rolling.overdue(turn, rolling.now()):
-        vault_kv_status.blocked(
+        vault_kv_status.show_at_exit(
+            "blocked",
             "key rotation phase {}: {} has not confirmed for {} min that its kube-apiserver runs with the new"
             " encryption configuration; no other unit restarts until it does: repair it or remove it"
             " (juju remove-unit {}); {}".format(
                 state["phase"], turn["unit"], rolling.PATIENCE_SECONDS // 60, turn["unit"], rotation_state.NO_REFRESH
-            )
+            ),
         )
         return
-    vault_kv_status.maintenance(
-        "key rotation phase {}: {}; {}".format(state["phase"], progress, rotation_state.NO_REFRESH)
+    vault_kv_status.show_at_exit(
+        "maintenance", "key rotation phase {}: {}; {}".format(state["phase"], progress, rotation_state.NO_REFRESH)
     )

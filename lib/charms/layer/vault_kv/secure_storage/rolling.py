@@ -270,7 +270,8 @@ def describe_turn(state: Dict[str, Any], units: List[str], acks: Dict[str, Any],
     waiting = [unit for unit in order(units, leader) if unit not in acked]
     parts = []
     if current is not None and current["unit"] in waiting:
-        parts.append("{} applying".format(current["unit"]))
+        down = (acks.get(current["unit"]) or {}).get("up") is False
+        parts.append("{} applying{}".format(current["unit"], " (its kube-apiserver is not up)" if down else ""))
         waiting = [unit for unit in waiting if unit != current["unit"]]
     if waiting:
         parts.append("then {}".format(", ".join(waiting)))

@@ -267,9 +267,27 @@ def reload_needed() -> bool:
     return digest is not None and digest != loaded_digest()
 
 
-def note_loaded_if_restarted() -> bool:
-    """At hook exit: the charm configured the apiserver again, so it runs with the file as it is."""
+def apiserver_up() -> bool:
+    """Whether the charm configured its apiserver again and, if it says so, the service runs.
+
+    kubernetes-control-plane 1.28 sets ``apiserver.configured`` after its
+    restart whether or not the service came up, and ``apiserver.running``
+    once it runs (clearing it with configured).  A charm that never set
+    ``running`` (an older one, or another charm) is taken at ``configured``.
+    """
     if not is_flag_set(names.APISERVER_CONFIGURED):
+        return False
+    store = unitdata.kv()
+    if is_flag_set(names.APISERVER_RUNNING):
+        if not store.get(names.APISERVER_RUNNING_KNOWN):
+            store.set(names.APISERVER_RUNNING_KNOWN, True)
+        return True
+    return not store.get(names.APISERVER_RUNNING_KNOWN)
+
+
+def note_loaded_if_restarted() -> bool:
+    """At hook exit: the charm configured the apiserver again (and it runs), so it runs with the file as it is."""
+    if not apiserver_up():
         return False
     digest = _digest(config_path())
     if digest is not None and digest != loaded_digest():
@@ -278,6 +296,16 @@ def note_loaded_if_restarted() -> bool:
 
 
 # -- acknowledging -------------------------------------------------------------------
+
+
+def not_up_report(state: Dict[str, Any], unit: str) -> Optional[Dict[str, Any]]:
+    """What a unit reports in its turn when its file holds the phase's keys but its apiserver is not up:
+    no acknowledgement (``up`` false), and the leader gets a hook to say which unit it waits for."""
+    in_file = file_keys()
+    keys, drop = rotation_state.phase_plan(state)
+    if not in_file or not rotation_state.file_matches(keys, drop, in_file):
+        return None
+    return dict(rotation_state.acknowledgement(state, unit, in_file), up=False)
 
 
 def settled_acknowledgement(state: Dict[str, Any], unit: str) -> Optional[Dict[str, Any]]:
@@ -301,7 +329,7 @@ def remember_seen(settled: bool) -> None:
         names.ROTATION_SEEN,
         {
             "turn": rolling.token(rolling.read_turn()),
-            "configured": is_flag_set(names.APISERVER_CONFIGURED),
+            "configured": [is_flag_set(names.APISERVER_CONFIGURED), is_flag_set(names.APISERVER_RUNNING)],
             "settled": bool(settled),
         },
     )
@@ -327,8 +355,8 @@ def news_for_this_unit(flags: Any) -> Optional[str]:
     turn = rolling.turn_at_start()
     if seen.get("turn") != rolling.token(turn):
         return "the key rotation's turn moved"
-    if seen.get("configured") != (names.APISERVER_CONFIGURED in flags):
-        return "the apiserver was configured since"
+    if seen.get("configured") != [names.APISERVER_CONFIGURED in flags, names.APISERVER_RUNNING in flags]:
+        return "the apiserver was configured or started since"
     if turn and turn.get("unit") == hookenv.local_unit() and not seen.get("settled"):
         return "this unit holds the key rotation's turn"
     return None

@@ -271,6 +271,8 @@ def acknowledged(state: Dict[str, Any], ack: Any) -> bool:
     """Whether ``ack`` says its unit's file holds the current phase's plan (or it is held in a phase that holds)."""
     if not isinstance(ack, dict) or ack.get("id") != state["id"] or ack.get("phase") != state["phase"]:
         return False
+    if ack.get("up") is False:  # its file holds the keys, its apiserver did not come up with them
+        return False
     if ack.get("held") is True:
         return ack.get("keys") == [] and holds_new_units(state)
     keys, drop = phase_plan(state)
