@@ -33,7 +33,7 @@ from charms.layer import vault_kv
 from charms.layer.vault_kv import names, secure_storage
 from charms.layer.vault_kv import options as vault_kv_options
 from charms.layer.vault_kv import status as vault_kv_status
-from charms.layer.vault_kv.secure_storage import coordination, encryption_config, rotation, rotation_state
+from charms.layer.vault_kv.secure_storage import coordination, encryption_config, rolling, rotation, rotation_state
 
 KEY = secure_storage.KEY
 FLAG_CREATED = names.SECURE_STORAGE_CREATED
@@ -106,7 +106,7 @@ if config_path():
             app_kv = vault_kv.VaultAppKV()
             state = rotation.read_state(app_kv)
             may_change = rotation.may_change_file(state)  # the turn as this hook found it
-            if rotation_state.is_running(state) and hookenv.is_leader():
+            if rotation_state.is_running(state) and rolling.is_leader():
                 coordination.restore_vault_key(app_kv, state)
                 entered = coordination.advance(app_kv, state)
                 if entered is not state:

@@ -1,6 +1,7 @@
 """A key rotation carried by Juju events, one kube-apiserver at a time (issue 24).
 
-From ``rotate-encryption-key`` to ``done`` with no update-status: the turn is
+(The same for 3 units is ``test_key_rotation.py``'s full rotation.)  From
+``rotate-encryption-key`` to ``done`` with no update-status: the turn is
 in leader data, acknowledgements and the witness's relay on the peer relation
 ``coordinator``.  After every hook ``RotationInvariant`` checks the files and
 what every apiserver runs with, the encrypting apiservers read every Secret,
@@ -51,17 +52,6 @@ def rotate_on_events(cluster, model, backend, after_hook=None):
         cluster.settle(after_hook=watch, fail_fast=True, max_hooks=2000)
     assert rotation.phase(cluster, backend) == "done"
     return windows
-
-
-def test_three_units_rotate_with_no_update_status_and_one_apiserver_restarting_at_a_time(secure_storage_deployed):
-    cluster, model, backend = secure_storage_deployed
-    windows = rotate_on_events(cluster, model, backend)
-    assert windows.update_status_hooks == 0
-    assert windows.most == 1, windows.violations
-    print("hooks", windows.hooks, "restarts", windows.per_unit)
-    new = rotation.state(cluster, backend)["fingerprint"]
-    assert set(map(tuple, rotation.file_key_lists(cluster, model).values())) == {(("key1", new),)}
-    rotation.assert_a_charm_written_file_reads_everything(cluster, model, backend)
 
 
 def test_five_units_rotate_with_no_update_status_and_one_apiserver_restarting_at_a_time(five_units):

@@ -298,22 +298,18 @@ class Controller:
                     )
             state["models"][model]["apps"][app]["charm"] = str(charm)
             units = [(u, state["units"][unit_key(model, u)]["dir"]) for u in app_units(state, model, app)]
-            for number in self._add_peer_relations(state, model, app, charm):
-                relation = state["relations"][number]
-                for unit, _ in units:
-                    queue_hook(
-                        state,
-                        model,
-                        unit,
-                        "{}-relation-created".format(relation["ends"][0]["endpoint"]),
-                        relation_id=number,
-                    )
-                self._queue_join(state, number, relation, [(model, unit) for unit, _ in units])
         for name, unit_dir in units:
             self._install_charm(Path(unit_dir), charm)
             with locked(self.state_path) as state:
                 queue_hook(state, model, name, "upgrade-charm")
                 queue_hook(state, model, name, "config-changed")
+        with locked(self.state_path) as state:  # after upgrade-charm: the relations of new peer endpoints
+            for number in self._add_peer_relations(state, model, app, charm):
+                relation = state["relations"][number]
+                for unit, _ in units:
+                    endpoint = relation["ends"][0]["endpoint"]
+                    queue_hook(state, model, unit, "{}-relation-created".format(endpoint), relation_id=number)
+                self._queue_join(state, number, relation, [(model, unit) for unit, _ in units])
 
     def set_leader(self, model: str, app: str, unit: str) -> None:
         with locked(self.state_path) as state:
@@ -860,6 +856,10 @@ class Controller:
     def units(self, model: str, app: str) -> List[str]:
         with locked(self.state_path, write=False) as state:
             return app_units(state, model, app)
+
+    def leader_settings(self, model: str, app: str) -> Dict[str, str]:
+        with locked(self.state_path, write=False) as state:
+            return dict(state["models"][model]["apps"][app]["leader_settings"])
 
     def leader(self, model: str, app: str) -> str:
         with locked(self.state_path, write=False) as state:

@@ -632,7 +632,10 @@ def _get_secret_backend(backend_format: Optional[str] = None, **_ignored: Any) -
 
 
 def reset_cached_state() -> None:
-    """Forget the stores and sessions of this process (tests; a new hook)."""
+    """Forget the stores and sessions of this process, and charmhelpers' per-hook cache (tests; a new hook)."""
+    cache = getattr(hookenv, "cache", None)
+    if isinstance(cache, dict):
+        cache.clear()
     VaultAppKV.forget()
     VaultUnitKV.forget()
     forget_sessions()

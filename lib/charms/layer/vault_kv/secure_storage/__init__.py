@@ -100,11 +100,9 @@ def why_ask_vault(flags: Set[str]) -> Optional[str]:
     if names.SECURE_STORAGE_CREATED in flags and not file_as_last_synced():
         return "the encryption configuration changed"
     if names.ROTATING in flags:
-        from charmhelpers.core import hookenv
+        from charms.layer.vault_kv.secure_storage import rolling, rotation
 
-        from charms.layer.vault_kv.secure_storage import rotation
-
-        if hookenv.is_leader():
+        if rolling.is_leader():
             return "a key rotation is running (the leader coordinates it)"
         return rotation.news_for_this_unit(flags)
     return None

@@ -196,7 +196,7 @@ def status_report() -> Dict[str, str]:
         ).lower()
     report["waiting-for"] = ", ".join(_waiting_for(state, units, acks)) or "none"
     turn = rolling.turn_of(state, rolling.read_turn())
-    leader = me if hookenv.is_leader() else (turn or {}).get("leader", "")
+    leader = me if rolling.is_leader() else (turn or {}).get("leader", "")
     report["rolling-order"] = ", ".join(rolling.order(units, leader))
     report["applying"] = turn["unit"] if turn and turn["unit"] not in _acked(state, units, acks) else "none"
     if turn and rolling.overdue(turn, rolling.now()) and report["applying"] != "none":
@@ -235,7 +235,7 @@ def _report_at_exit() -> None:
         return
     restarted = rotation.note_loaded_if_restarted()
     state = rotation.read_state(app_kv)
-    leader = hookenv.is_leader()
+    leader = rolling.is_leader()
     if not rotation_state.is_running(state):
         if leader and rolling.read_turn() is not None:
             rolling.publish_turn(None)  # the rotation is over: no turn left behind

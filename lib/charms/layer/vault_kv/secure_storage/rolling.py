@@ -159,6 +159,7 @@ def overdue(turn: Optional[Turn], now: float) -> bool:
 
 
 _AT_START, _NOW = "vault-kv.rotation-turn.at-start", "vault-kv.rotation-turn.now"
+_LEADER = "vault-kv.rotation.is-leader"
 
 
 def _parse(raw: Any) -> Optional[Turn]:
@@ -194,6 +195,17 @@ def publish_turn(turn: Optional[Turn]) -> None:
     turn_at_start()  # read before it changes
     hookenv.leader_set({names.LEADER_ROTATION_TURN: json.dumps(turn, sort_keys=True) if turn else None})
     hookenv.cache[_NOW] = turn
+
+
+def is_leader() -> bool:
+    """is-leader, asked once per hook for the rotation's purposes (a hook tool call each time otherwise).
+
+    A hook is short against Juju's 30-second leadership lease, and the
+    store trusts the answer for 20 s likewise (``store.LEADERSHIP_TRUSTED_SECONDS``).
+    """
+    if _LEADER not in hookenv.cache:
+        hookenv.cache[_LEADER] = bool(hookenv.is_leader())
+    return hookenv.cache[_LEADER]
 
 
 def peer_relation_id() -> Optional[str]:
@@ -243,7 +255,7 @@ def relay_if_witness() -> None:
     storage on, Vault or not: it needs leader data and the peer relation only.
     """
     turn = read_turn()
-    if not turn or turn.get("witness") != hookenv.local_unit() or hookenv.is_leader():
+    if not turn or turn.get("witness") != hookenv.local_unit() or is_leader():
         return
     rid = peer_relation_id()
     if rid is None:

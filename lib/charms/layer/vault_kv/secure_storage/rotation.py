@@ -181,7 +181,12 @@ def may_change_file(state: Optional[Dict[str, Any]]) -> bool:
     (a leader since an earlier hook), or it is alone.  Without a running rotation, always."""
     if not rotation_state.is_running(state):
         return True
-    return rolling.may_apply(state, rolling.turn_at_start(), hookenv.local_unit(), hookenv.is_leader(), alone())
+    memo = "vault-kv.rotation.may-change:{}:{}".format(state["id"], state["phase"])
+    if memo not in hookenv.cache:  # asked for each change check of the key: once per hook and phase
+        hookenv.cache[memo] = rolling.may_apply(
+            state, rolling.turn_at_start(), hookenv.local_unit(), rolling.is_leader(), alone()
+        )
+    return hookenv.cache[memo]
 
 
 def hold_key_change(app_kv: Any) -> bool:
