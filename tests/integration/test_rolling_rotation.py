@@ -108,16 +108,20 @@ def test_a_unit_whose_apiserver_does_not_come_back_stops_the_rotation_until_it_r
     lead = leader(cluster, model)
     first, second = [unit for unit in cluster.units(model) if unit != lead]
     apiserver_fails(cluster, model, first)
-    ok(rotation.action(cluster, model, lead, "rotate-encryption-key"))
+    started = ok(rotation.action(cluster, model, lead, "rotate-encryption-key"))
+    early = cluster.controller.add_unit(
+        model, APP
+    )  # added in add: the charm's file (key1 = the old key), then its turn
     cluster.settle(after_hook=watch, fail_fast=True)
     assert rotation.phase(cluster, backend) == "add" and turn_holder(cluster, model) == first
+    assert rotation.file_key_list(cluster, model, early) == [("key1", started["old-key"])]  # its turn is to come
     assert set(windows.per_unit) == {first}  # it restarted with the new file (its service failing); nobody else did
     assert first not in cluster.apiservers.running(model)
     status = cluster.controller.status(model, lead)
     assert status["status"] == "maintenance" and "{} applying".format(first) in status["message"]
     report = ok(rotation.action(cluster, model, lead, "encryption-key-status"))
     assert report["applying"] == first and first in report["waiting-for"]
-    assert report["rolling-order"] == ", ".join([first, second, lead])
+    assert report["rolling-order"] == ", ".join([first, second, early, lead])
 
     make_the_turn_overdue(cluster, model)
     cluster.update_status(model)  # the safety net notices
@@ -130,6 +134,7 @@ def test_a_unit_whose_apiserver_does_not_come_back_stops_the_rotation_until_it_r
     cluster.controller.queue(model, first, "update-status")
     cluster.settle(after_hook=watch, fail_fast=True)
     assert rotation.phase(cluster, backend) == "rewrite"
+    assert rotation.file_key_list(cluster, model, early) == [("key2", started["new-key"]), ("key1", started["old-key"])]
 
     apiserver_fails(cluster, model, second)
     rotation.rewrite_stored_secrets(cluster, model)

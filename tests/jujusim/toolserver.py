@@ -3,10 +3,16 @@
 A hook calls about ten tools; started as a Python process each costs ~30 ms,
 a third of a simulated hook.  Here each tool name is a small bash script
 (``CLIENT``) that sends its name, the hook's JUJU_* variables and its
-arguments over loopback TCP (bash's /dev/tcp) to this server, which forks a
-child per call (so every call starts from the same clean module state, as a
-separate process would) and runs the same ``hooktools`` function there.  The
-answer is the exit code, stderr and stdout.  Without the server (no
+arguments over loopback TCP (bash's /dev/tcp) to this server, which runs the
+same ``hooktools`` function in its own process, one call at a time: the
+call's variables are set and every one of them put back after it, standard
+output and error are captured, and nothing a tool raises (``SystemExit``
+included) ends the server.  A call costs about 2.4 ms (a child forked per
+call, as this server did before, cost 5.6 ms: a quarter of a quiet hook).
+The state file is locked per call anyway, and hooks run one after another in
+a test process; two hooks started at once (``test_concurrency.py``) have
+their calls answered in turn.  The answer is the exit code, stderr and
+stdout.  Without the server (no
 ``JUJUSIM_TOOL_PORT``, or the connection refused) the script runs the Python
 tool as before.
 
@@ -73,17 +79,33 @@ class _Handler(socketserver.StreamRequestHandler):
                 return data.decode("utf-8", "surrogateescape")
             data += byte
 
-    def handle(self) -> None:  # runs in a forked child: changing the environment and globals is local
+    timeout = 30  # a client that connects and sends nothing does not hold the server (calls are answered in turn)
+
+    def handle(self) -> None:
+        saved = {name: os.environ.get(name) for name in FIELDS}
+        try:
+            self._answer()
+        finally:  # the next call starts from the same environment
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+    def _answer(self) -> None:
         from tests.jujusim import hooktools
 
-        tool = self._read_field()
-        for name in FIELDS:
-            value = self._read_field()
-            if value:
-                os.environ[name] = value
-            else:
-                os.environ.pop(name, None)
-        argv = [self._read_field() for _ in range(int(self._read_field() or 0))]
+        try:
+            tool = self._read_field()
+            for name in FIELDS:
+                value = self._read_field()
+                if value:
+                    os.environ[name] = value
+                else:
+                    os.environ.pop(name, None)
+            argv = [self._read_field() for _ in range(int(self._read_field() or 0))]
+        except (OSError, ValueError):  # the client went away mid-call (a hook killed): nothing to answer
+            return
         hooktools.STATE = os.environ.get("JUJUSIM_STATE", "")
         hooktools.MODEL = os.environ.get("JUJU_MODEL_UUID", "")
         hooktools.UNIT = os.environ.get("JUJU_UNIT_NAME", "")
@@ -108,11 +130,15 @@ class _Handler(socketserver.StreamRequestHandler):
             sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
         errors = err.getvalue().encode("utf-8", "surrogateescape")
         output = out.getvalue().encode("utf-8", "surrogateescape")
-        self.wfile.write("{}\n{}\n{}\n".format(code, len(errors), len(output)).encode() + errors + output)
+        try:
+            self.wfile.write("{}\n{}\n{}\n".format(code, len(errors), len(output)).encode() + errors + output)
+        except OSError:  # the client went away (a hook killed) before the answer
+            pass
 
 
-class _Server(socketserver.ForkingMixIn, socketserver.TCPServer):
+class _Server(socketserver.TCPServer):
     allow_reuse_address = True
+    request_queue_size = 64
 
 
 def serve() -> None:
