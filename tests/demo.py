@@ -85,7 +85,7 @@ def rotate(cluster: Cluster, model: str) -> list:
         windows(item, process)
         if phases.order and phases.order[-1] not in shown:
             if shown:
-                show_key_lists(shown[-1], phases.lists[shown[-1]], rotation.loaded_key_lists(cluster, model))
+                show_key_lists(shown[-1], phases.lists[shown[-1]], phases.loaded[shown[-1]])
             shown.append(phases.order[-1])
 
     print(

@@ -266,21 +266,20 @@ def settle_until(cluster, until: Callable[[], bool], after_hook=None, max_hooks:
 
 
 class PhaseLists:
-    """After every hook: each unit's key list as the phase last left it (the phase's end state, once it moves on)."""
+    """After every hook: each unit's key list, and what its apiserver runs with, as each phase last left them
+    (a phase's end state, once the rotation moved on: no file changes in the hook that enters a phase)."""
 
     def __init__(self, cluster, model: str, backend: str) -> None:
         self.cluster, self.model, self.backend = cluster, model, backend
         self.lists: Dict[str, Dict[str, Optional[List[Pair]]]] = {}
+        self.loaded: Dict[str, Dict[str, Optional[List[Pair]]]] = {}
         self.order: List[str] = []
-        self._last: Optional[Tuple[str, Dict[str, Optional[List[Pair]]]]] = None
 
     def __call__(self, item=None, process=None) -> None:
         if item is not None and item.get("model") != self.model:
             return
         now = phase(self.cluster, self.backend)
-        if self._last is not None and self._last[0] != now:
-            self.lists[self._last[0]] = self._last[1]  # the files when the leader entered the next phase
         if not self.order or self.order[-1] != now:
             self.order.append(now)
-        self._last = (now, file_key_lists(self.cluster, self.model))
-        self.lists[now] = self._last[1]
+        self.lists[now] = file_key_lists(self.cluster, self.model)
+        self.loaded[now] = loaded_key_lists(self.cluster, self.model)
