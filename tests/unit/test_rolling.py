@@ -199,3 +199,20 @@ class TestAChangeHeldBackUntilTheUnitsTurn:
             assert vault_kv.VaultAppKV().is_changed("k")
         finally:
             store._change_holds.pop("k", None)
+
+
+def test_a_unit_holding_the_turn_changes_its_file_unless_it_is_being_removed(juju):
+    from charmhelpers.core import hookenv
+
+    from charms.layer.vault_kv.secure_storage import rotation
+
+    state = started()
+    juju["leader"], juju["unit"] = False, "app/1"
+    juju["leader_data"]["vault-kv-rotation-turn"] = json.dumps({"id": state["id"], "phase": "add", "unit": "app/1"})
+    units = {"app/0": {"status": "active"}, "app/1": {"status": "active"}}
+    hookenv.goal_state.side_effect = lambda: {"units": units}
+    assert rotation.may_change_file(state)
+    hookenv.cache.clear()  # a later hook
+    units["app/1"] = {"status": "dying"}
+    assert not rotation.may_change_file(state)
+    assert rotation.may_change_file(None)  # no rotation: the file follows Vault as always

@@ -14,7 +14,10 @@ base layer (tests/layers/basic-sim), as the real one keeps it.
 - ``revert_secure_storage``: created but vaultlocker not ready -> clears created.
 - ``restart_apiserver_for_encryption_key``: the key changed -> a restart.
 - ``configure_apiserver``: ``apiserver.configured`` unset -> the apiserver is
-  (re)started with the file as it is, and the flag set again.
+  (re)started with the file as it is, and the flag set again; ``apiserver.running``
+  set when the service came up (a test's fault file makes it not), cleared
+  with ``configured`` (1.28's trigger); ``check_apiserver`` sets it once the
+  service runs.
 - ``check_vault_pending`` (``hookenv.atstart``, registered at this module's
   import, after it imported ``charms.layer.vault_kv``, as in the charm): a
   vault-kv relation expected (goal-state) or connected and

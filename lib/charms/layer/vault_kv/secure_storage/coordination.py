@@ -239,6 +239,7 @@ def _report_at_exit() -> None:
     if not rotation_state.is_running(state):
         if leader and rolling.read_turn() is not None:
             rolling.publish_turn(None)  # the rotation is over: no turn left behind
+            vault_kv_status.resolved()  # and no progress line
         rotation.forget_seen()
         return
     me = hookenv.local_unit()

@@ -178,9 +178,12 @@ def alone() -> bool:
 
 def may_change_file(state: Optional[Dict[str, Any]]) -> bool:
     """Whether this unit may change its file for the rotation's phase in this hook: it holds the turn
-    (a leader since an earlier hook), or it is alone.  Without a running rotation, always."""
+    (a leader since an earlier hook), or it is alone.  Without a running rotation, always.  A unit being
+    removed never does: the leader hands its turn on, and it would restart beside the next holder."""
     if not rotation_state.is_running(state):
         return True
+    if hookenv.local_unit() in dying_units():
+        return False
     memo = "vault-kv.rotation.may-change:{}:{}".format(state["id"], state["phase"])
     if memo not in hookenv.cache:  # asked for each change check of the key: once per hook and phase
         hookenv.cache[memo] = rolling.may_apply(
