@@ -54,12 +54,30 @@ def rotate_on_events(cluster, model, backend, after_hook=None):
     return windows
 
 
-def test_five_units_rotate_with_no_update_status_and_one_apiserver_restarting_at_a_time(five_units):
+def test_five_units_rotate_with_no_update_status_one_apiserver_at_a_time_through_a_leader_change_in_every_phase(
+    five_units,
+):
+    """5 units; the hook that enters each phase is followed at once by a new leader (the next unit by number),
+    which continues the order: still no update-status, never two apiservers restarting at once."""
     cluster, model, backend = five_units
-    windows = rotate_on_events(cluster, model, backend)
+    units = cluster.units(model)
+    phases, leaders = [], []
+
+    def change_leader_on_a_new_phase(item, process):
+        phase = rotation.phase(cluster, backend)
+        if phases and phase != phases[-1] and phase != "done":
+            following = units[(units.index(leader(cluster, model)) + 1) % len(units)]
+            cluster.controller.set_leader(model, APP, following)
+            leaders.append(following)
+        if not phases or phase != phases[-1]:
+            phases.append(phase)
+
+    windows = rotate_on_events(cluster, model, backend, after_hook=change_leader_on_a_new_phase)
     assert windows.update_status_hooks == 0
     assert windows.most == 1, windows.violations
+    assert len(leaders) == 7 and set(windows.per_unit) == set(units)  # a new leader in promote ... rename-retire
     print("hooks", windows.hooks, "restarts", windows.per_unit)
+    assert all(count == 6 for count in windows.per_unit.values()), windows.per_unit  # once per file-changing phase
     new = rotation.state(cluster, backend)["fingerprint"]
     assert set(map(tuple, rotation.file_key_lists(cluster, model).values())) == {(("key1", new),)}
     rotation.assert_a_charm_written_file_reads_everything(cluster, model, backend)
