@@ -47,6 +47,11 @@ def assert_no_key_in_logs_or_statuses(cluster, model, values, *answers):
         assert not any(value in log or value in message for value in values), unit
     for answer in answers:
         assert not any(value in repr(answer) for value in values)
+    # what the rotation puts in Juju (the turn in leader data, acknowledgements on the peer relation): no key
+    with open(cluster.controller.state_path) as handle:
+        juju_data = handle.read()
+    assert "vault-kv-rotation-ack" in juju_data and "vault-kv-rotation-seen" in juju_data
+    assert not any(value in juju_data for value in values)
 
 
 def test_a_full_rotation_goes_through_every_phase_on_every_unit_and_restarts_each_apiserver_once(
