@@ -74,20 +74,16 @@ def rotate(cluster: Cluster, model: str) -> list:
     cluster.settle()
     backend = cluster.new_backend(model)
     leader = cluster.controller.leader(model, "kubernetes-control-plane")
-    invariant = rotation.RotationInvariant(cluster, model, backend)
-    phases = rotation.PhaseLists(cluster, model, backend)
-    windows = rotation.RestartWindows(cluster, model)
     shown = []
 
-    def watch(item, process):
-        invariant(item, process)
-        phases(item, process)
-        windows(item, process)
+    def show_a_phase_once_ended(item, process):
         if phases.order and phases.order[-1] not in shown:
             if shown:
                 show_key_lists(shown[-1], phases.lists[shown[-1]], phases.loaded[shown[-1]])
             shown.append(phases.order[-1])
 
+    watch = rotation.RotationWatch(cluster, model, backend, also=show_a_phase_once_ended)
+    invariant, phases, windows = watch.invariant, watch.phases, watch.windows
     print(
         "\nrefreshed to the build with the layer's secure storage on; juju run {} rotate-encryption-key".format(leader)
     )

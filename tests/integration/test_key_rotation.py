@@ -59,7 +59,6 @@ def test_a_full_rotation_goes_through_every_phase_on_every_unit_and_restarts_eac
 ):
     cluster, model, backend = secure_storage_deployed
     old = cluster.vault_fingerprint(backend)
-    invariant = rotation.RotationInvariant(cluster, model, backend)
     before = rotation.restarts(cluster, model)
     # the actions do their own work only: the charm's hook-start check and final status
     # (kubernetes-control-plane's check_vault_pending and set_final_status) run in hooks
@@ -86,13 +85,8 @@ def test_a_full_rotation_goes_through_every_phase_on_every_unit_and_restarts_eac
     assert rotation.ROTATION_KEY in cluster.bao.read(hashes_path)  # the layer's own record of its write
 
     # Juju events carry the rotation (issue 24): no update-status, one apiserver restarting at a time
-    phases = rotation.PhaseLists(cluster, model, backend)
-    windows = rotation.RestartWindows(cluster, model)
-
-    def watch(item, process):
-        invariant(item, process)
-        phases(item, process)
-        windows(item, process)
+    watch = rotation.RotationWatch(cluster, model, backend)
+    phases, windows = watch.phases, watch.windows
 
     cluster.settle(after_hook=watch, fail_fast=True, max_hooks=2000)
     assert rotation.phase(cluster, backend) == "rewrite"
@@ -147,7 +141,7 @@ def test_a_full_rotation_goes_through_every_phase_on_every_unit_and_restarts_eac
     assert cluster.vault_fingerprint(backend) == new
     assert {k: v - before[k] for k, v in rotation.restarts(cluster, model).items()} == everywhere(1)
     assert set(rotation.state(cluster, backend)) == {"id", "phase", "name", "fingerprint", "finished"}
-    assert invariant.checks > 20
+    assert watch.invariant.checks > 20
     assert_no_key_in_logs_or_statuses(cluster, model, values, started, report, finished, again, second)
     for unit in cluster.units(model):
         assert cluster.controller.unit_file_mode(model, unit, ENCRYPTION_CONFIG) == 0o600
@@ -225,17 +219,10 @@ def test_units_added_mid_rotation_never_run_an_apiserver_that_misreads_and_a_cha
     leader counts it as held; it gets the charm's own file in rename-retire.
     """
     cluster, model, backend = secure_storage_deployed
-    invariant = rotation.RotationInvariant(cluster, model, backend)
+    watch = rotation.RotationWatch(cluster, model, backend)
+    phases, windows = watch.phases, watch.windows
     started = ok(rotation.action(cluster, model, leader(cluster, model), "rotate-encryption-key"))
     old, new = started["old-key"], started["new-key"]
-
-    phases = rotation.PhaseLists(cluster, model, backend)
-    windows = rotation.RestartWindows(cluster, model)
-
-    def watch(item, process):
-        invariant(item, process)
-        phases(item, process)
-        windows(item, process)
 
     # (a unit added in add, which follows the phase in its turn: test_rolling_rotation.py)
     rotation.settle_until(cluster, lambda: rotation.phase(cluster, backend) == "promote", after_hook=watch)

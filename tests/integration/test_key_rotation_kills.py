@@ -54,12 +54,8 @@ def action_killing_at_every_step(cluster, model, unit, name):
 def test_killed_after_each_vault_request_and_file_write_the_rotation_resumes_and_loses_no_key(secure_storage_deployed):
     cluster, model, backend = secure_storage_deployed
     old = cluster.vault_fingerprint(backend)
-    rotation_invariant = rotation.RotationInvariant(cluster, model, backend)
-    windows = rotation.RestartWindows(cluster, model)
-
-    def invariant(item, process):
-        rotation_invariant(item, process)
-        windows(item, process)
+    invariant = rotation.RotationWatch(cluster, model, backend)
+    windows = invariant.windows
 
     before = rotation.restarts(cluster, model)
     first = leader(cluster, model)

@@ -32,14 +32,7 @@ def rotate_on_events(cluster, model, backend, after_hook=None):
     """The operator's whole rotation, rewriting at once each time it is asked; no update-status.
 
     Returns the RestartWindows that watched it."""
-    invariant = rotation.RotationInvariant(cluster, model, backend)
-    windows = rotation.RestartWindows(cluster, model)
-
-    def watch(item, process):
-        invariant(item, process)
-        windows(item, process)
-        if after_hook is not None:
-            after_hook(item, process)
+    watch = rotation.RotationWatch(cluster, model, backend, also=after_hook)
 
     ok(rotation.action(cluster, model, leader(cluster, model), "rotate-encryption-key"))
     cluster.settle(after_hook=watch, fail_fast=True, max_hooks=2000)
@@ -51,7 +44,7 @@ def rotate_on_events(cluster, model, backend, after_hook=None):
         ok(rotation.action(cluster, model, leader(cluster, model), "finish-encryption-key-rotation"))
         cluster.settle(after_hook=watch, fail_fast=True, max_hooks=2000)
     assert rotation.phase(cluster, backend) == "done"
-    return windows
+    return watch.windows
 
 
 def test_five_units_rotate_with_no_update_status_one_apiserver_at_a_time_through_a_leader_change_in_every_phase(
@@ -116,12 +109,8 @@ def test_a_unit_whose_apiserver_does_not_come_back_stops_the_rotation_until_it_r
 ):
     """No other apiserver restarts behind a unit that did not acknowledge; the leader names it, then goes on."""
     cluster, model, backend = secure_storage_deployed
-    invariant = rotation.RotationInvariant(cluster, model, backend)
-    windows = rotation.RestartWindows(cluster, model)
-
-    def watch(item, process):
-        invariant(item, process)
-        windows(item, process)
+    watch = rotation.RotationWatch(cluster, model, backend)
+    windows = watch.windows
 
     lead = leader(cluster, model)
     first, second = [unit for unit in cluster.units(model) if unit != lead]

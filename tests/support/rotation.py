@@ -283,3 +283,21 @@ class PhaseLists:
             self.order.append(now)
         self.lists[now] = file_key_lists(self.cluster, self.model)
         self.loaded[now] = loaded_key_lists(self.cluster, self.model)
+
+
+class RotationWatch:
+    """The checks of a rotation scenario in one callable for after every hook: ``invariant``
+    (RotationInvariant), ``phases`` (PhaseLists) and ``windows`` (RestartWindows), then ``also`` if given."""
+
+    def __init__(self, cluster, model: str, backend: str, also: Optional[Callable] = None) -> None:
+        self.invariant = RotationInvariant(cluster, model, backend)
+        self.phases = PhaseLists(cluster, model, backend)
+        self.windows = RestartWindows(cluster, model)
+        self.also = also
+
+    def __call__(self, item=None, process=None) -> None:
+        self.invariant(item, process)
+        self.phases(item, process)
+        self.windows(item, process)
+        if self.also is not None:
+            self.also(item, process)
