@@ -1,13 +1,15 @@
 """The leader's side of a key rotation, the operator's actions, and each unit's report at hook exit.
 
-- ``advance``: the leader enters the next phase once every unit acknowledged
-  the current one (one phase per hook; the rewrite phase also waits for the
-  operator's confirmation).
+- ``advance``: the leader hands the turn on (``rolling``: one unit at a time
+  changes its file) and enters the next phase once every unit acknowledged
+  the current one (the rewrite phases also wait for the operator's
+  confirmation).
 - ``start`` / ``confirm_rewrite`` / ``status_report``: what the actions
   ``rotate-encryption-key``, ``finish-encryption-key-rotation`` and
   ``encryption-key-status`` do.
-- ``at_hook_exit``: a unit records that its apiserver runs with the file,
-  acknowledges the phase, and shows the phase in its status.
+- ``at_hook_exit``: a unit relays the leader's turn if it is the witness,
+  records that its apiserver runs with the file and acknowledges the phase
+  on the peer relation; the leader shows the rolling order in its status.
 
 Nothing here logs, reports or raises a key: keys appear only as
 ``rotation_state.key_fingerprint``.

@@ -2,8 +2,9 @@
 
 The phases and their rules are in ``rotation_state``; this module reads and
 writes the things they are about: the application's Vault data (the state,
-written by the leader), each unit's Vault data (its acknowledgement), the
-unit's EncryptionConfiguration file, and the charm's apiserver restart.
+written by the leader), each unit's acknowledgement (on the peer relation,
+see ``rolling``), the unit's EncryptionConfiguration file, and the charm's
+apiserver restart.
 
 A unit acknowledges a phase only once the apiserver runs with the phase's
 file, not merely once the file is written: after each change of the file

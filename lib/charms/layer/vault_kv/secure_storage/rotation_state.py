@@ -39,7 +39,8 @@ writes nor starts its apiserver) and acknowledges as held; it gets its file
 when the phase no longer holds it.
 
 The state lives in the application's Vault data (``ROTATION_KEY``), written
-by the leader only, so a leader change or a killed hook resumes where it
+by the leader only (acknowledgements and the turn travel through Juju, see
+``rolling``), so a leader change or a killed hook resumes where it
 stood; the new key is generated once, when the rotation starts, and the old
 one stays in the state until retire is acknowledged everywhere.
 """
@@ -53,8 +54,6 @@ from charms.layer.vault_kv.hashing import fingerprint
 
 #: the application data key that holds the rotation's state
 ROTATION_KEY = "encryption_key_rotation"
-#: the unit data key that holds a unit's acknowledgement
-ACK_KEY = "encryption_key_rotation_ack"
 
 ADD, PROMOTE, REWRITE, RETIRE = "add", "promote", "rewrite", "retire"
 RENAME_ADD, RENAME_PROMOTE, RENAME_REWRITE, RENAME_RETIRE = (
