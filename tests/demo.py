@@ -63,6 +63,13 @@ def show_key_lists(phase: str, files: dict, loaded: dict) -> None:
         )
 
 
+def stored_by_name(cluster: Cluster, model: str) -> str:
+    """How many stored Secrets carry each key name (the prefix kube-apiserver writes; "identity": unencrypted),
+    from the test apiservers' store (an etcd of the harness's own; a real etcd is issue 25's)."""
+    counts = cluster.apiservers.etcd[model].stored_under()
+    return ", ".join("{} {}".format(name, count) for name, count in sorted(counts.items())) or "none"
+
+
 def rotate(cluster: Cluster, model: str) -> list:
     """3. A refresh to a build with the layer's secure storage on, then a coordinated key rotation.
 
@@ -102,7 +109,9 @@ def rotate(cluster: Cluster, model: str) -> list:
                         leader
                     )
                 )
+                print("  Secrets stored, by key name: {}".format(stored_by_name(cluster, model)))
                 rotation.rewrite_stored_secrets(cluster, model)
+                print("  after the rewrite:           {}".format(stored_by_name(cluster, model)))
                 rotation.action(cluster, model, leader, "finish-encryption-key-rotation")
             if phase == "done":
                 break
@@ -123,6 +132,7 @@ def rotate(cluster: Cluster, model: str) -> list:
             windows.most,
         )
     )
+    print("Secrets stored, by key name, once done: {}".format(stored_by_name(cluster, model)))
     problems = []
     if rotation.phase(cluster, backend) != "done":
         return ["the rotation did not finish"]
