@@ -16,6 +16,7 @@ backend in use and a fingerprint of the encryption key the unit holds on disk
 the units disagree or the key changed across the upgrade.
 """
 
+import contextlib
 import sys
 import tempfile
 from pathlib import Path
@@ -158,9 +159,11 @@ def main() -> int:
     print("building the test charms (charm build) ...")
     charms = build_charms.build()
     problems = []
-    with OpenBaoServer() as bao, tempfile.TemporaryDirectory(prefix="demo-") as workdir:
+    with OpenBaoServer() as bao, tempfile.TemporaryDirectory(
+        prefix="demo-"
+    ) as workdir, contextlib.ExitStack() as stack:
         print("OpenBao {} on {}".format("2.7.2", bao.url))
-        cluster = Cluster(bao, charms, workdir=workdir)
+        cluster = stack.enter_context(Cluster(bao, charms, workdir=workdir))
         mark = bao.mark()
         print(
             "consumer: tests/charms/kcp-consumer-core, kubernetes-control-plane 1.28's Vault handlers"

@@ -21,6 +21,7 @@ read and write; counted in issue 11).  Nothing
 here fails on time; tests/unit/test_reactive.py pins the request counts.
 """
 
+import contextlib
 import statistics
 import subprocess
 import sys
@@ -165,8 +166,10 @@ def store_keys(cluster, model, unit, total: int):
 
 def main() -> int:
     charms = build_charms.build()
-    with OpenBaoServer(json_strings=20000) as bao, tempfile.TemporaryDirectory(prefix="bench-") as workdir:
-        cluster = Cluster(bao, charms, workdir=workdir)
+    with OpenBaoServer(json_strings=20000) as bao, tempfile.TemporaryDirectory(
+        prefix="bench-"
+    ) as workdir, contextlib.ExitStack() as stack:
+        cluster = stack.enter_context(Cluster(bao, charms, workdir=workdir))
         model = cluster.add_model("bench", units=2)
         cluster.settle()
         unit = APP + "/0"

@@ -54,11 +54,16 @@ def make_bao():
 def cluster_for(charms, tmp_path):
     """Build a Cluster on a given OpenBao server, in the test's temporary folder."""
     numbers = itertools.count()  # next() on it is atomic: runs may start from several threads
+    made = []
 
     def make(bao):
-        return Cluster(bao, charms, workdir=str(tmp_path / "sim{}".format(next(numbers))))
+        cluster = Cluster(bao, charms, workdir=str(tmp_path / "sim{}".format(next(numbers))))
+        made.append(cluster)
+        return cluster
 
-    return make
+    yield make
+    for cluster in made:  # each model's etcd, stopped by its process id
+        cluster.close()
 
 
 @pytest.fixture
@@ -74,7 +79,8 @@ def raft():
 @pytest.fixture
 def ha_cluster(raft, charms, tmp_path):
     """Three vault units, each publishing its own node's URL, as vault units without a VIP do."""
-    return Cluster(raft, charms, workdir=str(tmp_path / "sim"), vault_units=3)
+    with Cluster(raft, charms, workdir=str(tmp_path / "sim"), vault_units=3) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")

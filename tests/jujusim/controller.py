@@ -6,7 +6,7 @@ unit's own state database (``UNIT_STATE_DB``), so charms.reactive dispatch,
 flags, ``atstart``/``atexit`` and unitdata behave as on a real unit.
 
 Each unit gets its own copy of the charm (as Juju unpacks it per unit) and,
-where the kernel allows it, its own view of ``/var`` (an overlay in a private
+where the kernel allows it, its own view of ``/var`` and ``/root`` (overlays in a private
 mount namespace), so files a charm writes to absolute paths such as
 ``/var/snap/kube-apiserver/...`` stay per unit and never touch the host, and
 its own host name (a private UTS namespace), as units on separate machines.
@@ -240,6 +240,8 @@ class Controller:
         unit_dir.mkdir(parents=True, exist_ok=True)
         (unit_dir / "var-upper").mkdir(exist_ok=True)
         (unit_dir / "var-work").mkdir(exist_ok=True)
+        (unit_dir / "root-upper").mkdir(exist_ok=True)
+        (unit_dir / "root-work").mkdir(exist_ok=True)
         self._install_charm(unit_dir, charm)
         with locked(self.state_path) as state:
             for hook in [
@@ -486,9 +488,16 @@ class Controller:
         script = (
             "mount --make-rprivate / && "
             "mount -t overlay overlay -o lowerdir=/var,upperdir={},workdir={} /var && "
+            "mount -t overlay overlay -o lowerdir=/root,upperdir={},workdir={} /root && "
             "hostname {} && "
             'exec "$@"'
-        ).format(upper, work, self.hostname(unit_info))
+        ).format(
+            upper,
+            work,
+            Path(unit_info["dir"]) / "root-upper",
+            Path(unit_info["dir"]) / "root-work",
+            self.hostname(unit_info),
+        )
         return ["unshare", "-m", "-u", "sh", "-c", script, "jujusim-hook"] + command
 
     @staticmethod
@@ -840,13 +849,21 @@ class Controller:
         return path.read_text() if path.exists() else ""
 
     def unit_file(self, model: str, unit: str, absolute_path: str) -> Optional[bytes]:
-        """A file the unit wrote at an absolute path under /var, read from its private view."""
-        info = self.unit(model, unit)
-        if self.private_var and absolute_path.startswith("/var/"):
-            path = Path(info["dir"]) / "var-upper" / absolute_path[len("/var/") :]
-        else:
-            path = Path(absolute_path)
+        """A file the unit wrote at an absolute path under /var or /root, read from its private view."""
+        path = self.unit_path(model, unit, absolute_path)
         return path.read_bytes() if path.exists() else None
+
+    def unit_path(self, model: str, unit: str, absolute_path: str) -> Path:
+        """Where the unit's private view of an absolute path under /var or /root is on this machine.
+
+        Written between hooks (a test's fault switch, what the environment gives the unit), a file
+        there is what the unit's next hook finds at ``absolute_path``.
+        """
+        info = self.unit(model, unit)
+        for top in ("var", "root"):
+            if self.private_var and absolute_path.startswith("/{}/".format(top)):
+                return Path(info["dir"]) / "{}-upper".format(top) / absolute_path[len(top) + 2 :]
+        return Path(absolute_path)
 
     def unit_file_mode(self, model: str, unit: str, absolute_path: str) -> Optional[int]:
         info = self.unit(model, unit)

@@ -72,11 +72,21 @@ def _libc_call(name: str, *args: Any) -> None:
 
 
 def _enter_private_var(upper: str, work: str, hostname: str) -> None:
-    """What ``unshare -m -u`` + ``mount --make-rprivate /`` + the ``/var`` overlay + ``hostname`` did."""
+    """What ``unshare -m -u`` + ``mount --make-rprivate /`` + the ``/var`` and ``/root`` overlays + ``hostname`` did.
+
+    ``upper`` and ``work`` are the unit's ``var-upper`` and ``var-work``; ``/root`` (where
+    kubernetes-control-plane keeps its etcd client certificates and kubeconfig) gets ``root-upper``
+    and ``root-work`` beside them.
+    """
     _libc_call("unshare", CLONE_NEWNS | CLONE_NEWUTS)
     _libc_call("mount", b"none", b"/", None, MS_REC | MS_PRIVATE, None)
     options = "lowerdir=/var,upperdir={},workdir={}".format(upper, work).encode()
     _libc_call("mount", b"overlay", b"/var", b"overlay", 0, options)
+    unit_dir = os.path.dirname(upper)
+    root_upper, root_work = os.path.join(unit_dir, "root-upper"), os.path.join(unit_dir, "root-work")
+    if os.path.isdir(root_upper):
+        options = "lowerdir=/root,upperdir={},workdir={}".format(root_upper, root_work).encode()
+        _libc_call("mount", b"overlay", b"/root", b"overlay", 0, options)
     name = hostname.encode()
     _libc_call("sethostname", name, len(name))
 

@@ -34,7 +34,9 @@ class Cluster:
         self.workdir = workdir or tempfile.mkdtemp(prefix="jujusim-")
         self.controller = Controller(self.workdir)
         # every kubernetes-control-plane apiserver stores and reads Secrets after every hook (issue 17)
-        self.apiservers = ApiServers(self.controller)
+        self.apiservers = ApiServers(
+            self.controller, self.workdir.rstrip("/") + "-apiservers"
+        )  # beside: snapshots copy the workdir
         self.controller.after_every_hook.append(self.apiservers)
         self.controller.hook_env["JUJUSIM_VAULT_URL"] = bao.url
         self.vault_model = self.controller.add_model("vault")
@@ -54,10 +56,21 @@ class Cluster:
 
     def add_model(self, name: str, build: str = "current", units: int = 3, relate: bool = True) -> str:
         model = self.controller.add_model(name)
+        self.apiservers.prepare(model)  # its etcd starts while the units deploy
         self.controller.deploy(model, APP, str(self.charms[build]), units)
         if relate:
             self.relate(model)
         return model
+
+    def close(self) -> None:
+        """Stop what the cluster started besides OpenBao: each model's etcd, the Kubernetes API server."""
+        self.apiservers.close()
+
+    def __enter__(self) -> "Cluster":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def relate(self, model: str) -> str:
         number = self.controller.relate(model, APP, "vault-kv", self.vault_model, "vault", "secrets")

@@ -29,7 +29,7 @@ class SnapshotDeployment:
             self.saved_secrets = self.cluster.apiservers.snapshot()
             self.saved_storage = self.bao.snapshot()
         except BaseException:
-            self.bao.cleanup()
+            self.cleanup()
             raise
 
     def after_deploy(self) -> None:
@@ -43,4 +43,7 @@ class SnapshotDeployment:
         return self.cluster
 
     def cleanup(self) -> None:
+        cluster = getattr(self, "cluster", None)
+        if cluster is not None:
+            cluster.close()
         self.bao.cleanup()

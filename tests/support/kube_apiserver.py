@@ -104,7 +104,7 @@ def decrypt(providers: Providers, stored: bytes) -> Optional[bytes]:
 
 
 class Etcd:
-    """The Secrets stored so far: what etcd holds, and what the harness stored (to tell corruption)."""
+    """An in-memory store of Secrets, for the unit tests of this model (the suites use a real etcd: apiservers)."""
 
     def __init__(self) -> None:
         self.entries: List[Dict[str, Any]] = []

@@ -85,8 +85,8 @@ def assert_a_charm_written_file_reads_everything(cluster, model: str, backend: s
     assert cluster.apiservers.stored(model) > 0
 
 
-def action(cluster, model: str, unit: str, name: str) -> dict:
-    return cluster.controller.run_action(model, unit, name)
+def action(cluster, model: str, unit: str, name: str, **params) -> dict:
+    return cluster.controller.run_action(model, unit, name, params or None)
 
 
 #: the phases after the first rewrite was confirmed (the old key may leave the files)

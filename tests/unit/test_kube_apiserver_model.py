@@ -71,35 +71,3 @@ def test_a_file_that_is_not_an_encryption_configuration_is_refused_without_its_c
             b"resources: [{resources: [secrets], providers: [{aescbc: {keys: [{name: k, secret: QUJD}]}}]}]"
         )
     assert "QUJD" not in str(raised.value)
-
-
-class _Records:
-    """The simulator's view ApiServers reads: each unit's apiserver record, by unit."""
-
-    def __init__(self, records):
-        self.records = records
-
-    def units(self, model, app):
-        return sorted(self.records)
-
-    def unit_file(self, model, unit, path):
-        return self.records[unit]
-
-
-def test_an_apiserver_started_without_a_file_counts_as_running_unencrypted_and_fails_the_check():
-    """1.29+ leaves --encryption-provider-config out without a file: that apiserver cannot read encrypted Secrets."""
-    import json
-
-    from tests.support.apiservers import ApiServers
-
-    charm_file = ApiServers(None).charm_file_for("k" * 32)
-    encrypted = {"config": base64.b64encode(charm_file).decode(), "keys": [], "starts": 1}
-    records = {"kubernetes-control-plane/0": json.dumps(encrypted)}
-    servers = ApiServers(_Records(records))
-    servers({"model": "m", "unit": "kubernetes-control-plane/0", "hook": "update-status"})
-    assert servers.stored("m") == 1
-    records["kubernetes-control-plane/1"] = json.dumps({"config": None, "unencrypted": True, "keys": [], "starts": 1})
-    with pytest.raises(AssertionError, match="kubernetes-control-plane/1's apiserver cannot read Secrets"):
-        servers({"model": "m", "unit": "kubernetes-control-plane/1", "hook": "update-status"})
-    records["kubernetes-control-plane/1"] = json.dumps({"config": None, "keys": [], "starts": 1})  # 1.28: not started
-    servers({"model": "m", "unit": "kubernetes-control-plane/0", "hook": "update-status"})

@@ -18,6 +18,8 @@ LAYER_NAME = "vault-kv"
 DEFAULTS: Dict[str, Any] = {
     "secrets-backend-format": "charm-{app}",
     "encryption-config-path": "",
+    "apiserver-args-path": "/var/snap/kube-apiserver/current/args",
+    "kubeconfig-path": "/root/.kube/config",
 }
 LEGACY_BACKEND_FORMAT = "charm-{app}"
 

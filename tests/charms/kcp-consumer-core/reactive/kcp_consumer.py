@@ -59,6 +59,13 @@ RESTARTS = "kcp-consumer.apiserver-restarts"
 APISERVER_RECORD = Path("/var/lib/kcp-consumer/apiserver.json")
 GENERATED_LOG = "kcp-consumer: generated a new encryption_key"
 APISERVER_FAILS = Path("/var/lib/kcp-consumer/apiserver-fails")  # a test puts it here: the apiserver will not start
+# What the etcd relation gives (connection string, client CA, certificate, key) and the charm's own admin
+# credentials: the test harness puts them here (tests/support/apiservers.py), the charm writes them where
+# 1.28 does: /root/cdk/etcd/client-*.pem, the kube-apiserver snap's args, /root/.kube/config
+ENVIRONMENT = Path("/var/lib/kcp-consumer/control-plane-environment.json")
+ETCD_CERTS = Path("/root/cdk/etcd")
+APISERVER_ARGS = Path("/var/snap/kube-apiserver/current/args")
+KUBECONFIG = Path("/root/.kube/config")
 
 
 def token_generator(length=32):
@@ -193,6 +200,7 @@ def configure_apiserver():
     except (OSError, ValueError, KeyError):
         starts = 0
     set_flag("kubernetes-control-plane.apiserver.configured")  # 1.28 sets it after the restart, up or not
+    _write_apiserver_args()
     if APISERVER_FAILS.exists():
         # a test's fault: the service does not come up with this file; 1.28 leaves apiserver.running unset
         # and its check_apiserver sets it once the service runs (systemd restarts it)
@@ -215,6 +223,31 @@ def check_apiserver():
         starts = 1
     _record_apiserver({"keys": _named_key_fingerprints(), "starts": starts, "config": _running_config()})
     set_flag("kubernetes-control-plane.apiserver.running")
+
+
+def _write_apiserver_args():
+    """1.28's configure_apiserver: etcd's certificates, the snap's args (``snap set``), the admin kubeconfig."""
+    try:
+        environment = json.loads(ENVIRONMENT.read_text())
+    except (OSError, ValueError):
+        return  # no etcd relation yet: 1.28 would wait for etcd.available; the tests' apiserver does not
+    etcd = environment["etcd"]
+    ETCD_CERTS.mkdir(parents=True, exist_ok=True)
+    for name in ("client-ca", "client-cert", "client-key"):
+        host.write_file(path=str(ETCD_CERTS / (name + ".pem")), perms=0o600, content=etcd[name])
+    args = {
+        "encryption-provider-config": str(ENCRYPTION_CONFIG),
+        "etcd-servers": etcd["connection_string"],
+        "etcd-cafile": str(ETCD_CERTS / "client-ca.pem"),
+        "etcd-certfile": str(ETCD_CERTS / "client-cert.pem"),
+        "etcd-keyfile": str(ETCD_CERTS / "client-key.pem"),
+        "storage-backend": "etcd3",
+    }
+    APISERVER_ARGS.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join('--{}="{}"\n'.format(key, value) for key, value in sorted(args.items()))
+    host.write_file(path=str(APISERVER_ARGS), perms=0o644, content=text)
+    KUBECONFIG.parent.mkdir(parents=True, exist_ok=True)
+    host.write_file(path=str(KUBECONFIG), perms=0o600, content=environment["kubeconfig"])
 
 
 def _running_config():

@@ -23,6 +23,16 @@ def config_path() -> Optional[str]:
     return vault_kv_options.layer_options().get("encryption-config-path") or None
 
 
+def apiserver_args_path() -> str:
+    """Where kube-apiserver's arguments are (how it reaches etcd): the layer option ``apiserver-args-path``."""
+    return str(vault_kv_options.layer_options().get("apiserver-args-path") or "")
+
+
+def kubeconfig_path() -> str:
+    """The charm's own kubeconfig (the unattended rewrite's credentials): the layer option ``kubeconfig-path``."""
+    return str(vault_kv_options.layer_options().get("kubeconfig-path") or "")
+
+
 def read_local_key() -> Optional[str]:
     """The key in this unit's EncryptionConfiguration file, None without a file.
 

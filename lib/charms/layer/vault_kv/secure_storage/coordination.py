@@ -22,7 +22,16 @@ from charmhelpers.core import hookenv
 from charms.layer import vault_kv
 from charms.layer.vault_kv import names
 from charms.layer.vault_kv import status as vault_kv_status
-from charms.layer.vault_kv.secure_storage import KEY, config_path, encryption_config, rolling, rotation, rotation_state
+from charms.layer.vault_kv.secure_storage import (
+    KEY,
+    config_path,
+    encryption_config,
+    etcd_census,
+    rewrite_check,
+    rolling,
+    rotation,
+    rotation_state,
+)
 
 RotationRefused = rotation_state.RotationRefused
 
@@ -34,13 +43,15 @@ def _log(message: str, level: str = hookenv.INFO) -> None:
 # -- the leader ------------------------------------------------------------------
 
 
-def advance(app_kv: Any, state: Dict[str, Any]) -> Dict[str, Any]:
+def advance(app_kv: Any, state: Dict[str, Any], verified: bool = False) -> Dict[str, Any]:
     """The leader's step: hand the turn on, or enter the next phase once every unit acknowledged this one.
 
     See ``rolling``: within a phase one unit at a time changes its file;
     the turn passes on once the holder acknowledged.  Entering a phase
-    hands out its first turn in the same hook.  Returns the state now in
-    force; raises VaultNotReady when Vault cannot be written (the phase
+    hands out its first turn in the same hook.  A rewrite phase is left only
+    through ``rewrite_check.may_leave`` (etcd shows every Secret under the
+    write key; ``verified``: the census was just taken by the operator's
+    confirmation).  Returns the state now in force; raises VaultNotReady when Vault cannot be written (the phase
     stays; the next hook tries again).
     """
     try:
@@ -57,6 +68,10 @@ def advance(app_kv: Any, state: Dict[str, Any]) -> Dict[str, Any]:
             _log("key rotation: phase {}, turn to {}".format(state["phase"], decision.turn["unit"]))
         if not decision.enter_next or _waiting_for(state, units, acks):
             return state
+        if state["phase"] in rotation_state.REWRITES:
+            state, leave = rewrite_check.may_leave(app_kv, state, verified)
+            if not leave:
+                return state
         try:
             updates, following = rotation_state.next_state(state)
         except RotationRefused:  # the rewrite is not confirmed yet
@@ -116,8 +131,11 @@ def start() -> Dict[str, str]:
     in_file = rotation.file_keys() or []
     if not in_file or in_file[0][1] != current:
         raise RotationRefused("this unit's encryption configuration does not hold Vault's key yet; try again later")
+    rewrite = _action_param("rewrite") or "manual"
+    if rewrite not in ("manual", rewrite_check.AUTO):
+        raise RotationRefused("rewrite is manual or auto, not {!r}".format(rewrite))
     following = rotation_state.start(
-        current, in_file[0][0], [name for name, _ in in_file], encryption_config.generate_key()
+        current, in_file[0][0], [name for name, _ in in_file], encryption_config.generate_key(), rewrite=rewrite
     )
     app_kv[rotation_state.ROTATION_KEY] = following  # the new key exists from here on, in Vault only
     rotation.follow(following)
@@ -128,23 +146,50 @@ def start() -> Dict[str, str]:
         "phase": following["phase"],
         "old-key": rotation_state.key_fingerprint(current),
         "new-key": rotation_state.key_fingerprint(following["new"]["value"]),
+        "rewrite": rewrite,
         "next": "every unit adds the new key as a read key; follow with the encryption-key-status action; "
         + rotation_state.NO_REFRESH,
     }
 
 
+def _action_param(name: str) -> Any:
+    """An action parameter (a string or a boolean); None when not given or not in an action."""
+    try:
+        value = hookenv.action_get(name)
+    except Exception:  # not in an action (a hook), or the tool failed: the default
+        return None
+    return value if isinstance(value, (str, bool)) else None
+
+
 def confirm_rewrite() -> Dict[str, str]:
-    """Record that the stored Secrets were rewritten with the new key (leader only, phase rewrite)."""
+    """Record that the stored Secrets were rewritten with the new key (leader only, in a rewrite phase).
+
+    Refused while etcd shows Secrets not under the new write key, naming the
+    first of them, or while etcd cannot be read (the answer says why), unless
+    ``force=true``: then the operator's word is taken, and logged as such.
+    """
+    force = _action_param("force") in (True, "true", "True")
     app_kv = _leader_store()
-    state = rotation_state.confirm(rotation.read_state(app_kv))
+    state = rotation.read_state(app_kv)
+    rotation_state.confirm(state)  # refused outside a rewrite phase
+    census = None if force else rewrite_check.refuse_unless_rewritten(state)  # type: ignore[arg-type]
+    state = rotation_state.confirm(state, forced=force)
     app_kv[rotation_state.ROTATION_KEY] = state
-    _log("key rotation {}: rewrite confirmed".format(state["id"][:8]))
-    following = advance(app_kv, state)  # on to the next phase now, if every unit is there
-    return {
+    if force:
+        _log(
+            "key rotation {}: rewrite confirmed with force, not verified in etcd".format(state["id"][:8]),
+            hookenv.WARNING,
+        )
+    else:
+        _log("key rotation {}: rewrite confirmed: {}".format(state["id"][:8], census.progress()))
+    following = advance(app_kv, state, verified=True)  # on to the next phase now, if every unit is there
+    answer = {
         "id": state["id"],
         "phase": following["phase"],
+        "verified": "no: confirmed with force=true" if force else census.progress(),
         "next": "every unit removes the old key, one at a time; follow with encryption-key-status",
     }
+    return answer
 
 
 # -- reports ---------------------------------------------------------------------------
@@ -204,6 +249,17 @@ def status_report() -> Dict[str, str]:
     if turn and rolling.overdue(turn, rolling.now()) and report["applying"] != "none":
         report["blocks"] = turn["unit"]
     report["next"] = rotation_state.describe(state, []) or "none"
+    if state["phase"] in rotation_state.REWRITES:
+        try:
+            census = rewrite_check.census(state)
+            report["secrets"] = census.progress()
+            report["secrets-stored-under"] = ", ".join(
+                "{} {}".format(name, count) for name, count in sorted(census.stored_under.items())
+            )
+            if not census.clean:
+                report["secrets-not-under-write-key"] = census.first_missing()
+        except etcd_census.EtcdUnavailable as error:
+            report["secrets"] = "cannot be verified: {}".format(error)
     return report
 
 
@@ -287,8 +343,8 @@ def _show_progress(state: Dict[str, Any], own_ack: Optional[Dict[str, Any]]) -> 
     if own_ack is not None:
         acks[me] = own_ack
     waiting = _waiting_for(state, units, acks)
-    if state["phase"] in rotation_state.REWRITES and not state.get("confirmed") and not waiting:
-        vault_kv_status.show_at_exit("blocked", rotation_state.describe(state))
+    if state["phase"] in rotation_state.REWRITES and not waiting:
+        vault_kv_status.show_at_exit(*rewrite_check.status_line(state))
         return
     turn = rolling.turn_of(state, rolling.read_turn())
     progress = rolling.describe_turn(state, units, acks, turn, me)

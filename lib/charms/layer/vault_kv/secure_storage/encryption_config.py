@@ -102,6 +102,23 @@ def _keys_of(provider: Any) -> Optional[List[Dict[str, Any]]]:
     return None
 
 
+def encrypted_resources(path: str) -> List[str]:
+    """The resources the file's first entry encrypts (kubernetes-control-plane: ``secrets``).
+
+    ``secrets`` when the file cannot say (no file, an unreadable one): a
+    census then still covers what kubernetes-control-plane encrypts.
+    """
+    try:
+        document = _load(path)
+    except EncryptionConfigError:
+        document = None
+    entry = _first_entry(document) if document else None
+    resources = entry.get("resources") if entry else None
+    if isinstance(resources, list) and resources and all(isinstance(r, str) and r for r in resources):
+        return [str(r) for r in resources]
+    return ["secrets"]
+
+
 def read_key(path: str) -> Optional[str]:
     """The Vault value of the key the apiserver encrypts with, or None.
 

@@ -103,7 +103,9 @@ def next_key_name(names_in_use: Iterable[str]) -> str:
     return "key{}".format(max(numbers, default=0) + 1)
 
 
-def start(old_value: str, old_name: str, names_in_use: Iterable[str], new_value: str) -> Dict[str, Any]:
+def start(
+    old_value: str, old_name: str, names_in_use: Iterable[str], new_value: str, rewrite: str = "manual"
+) -> Dict[str, Any]:
     """The state of a rotation that starts now from ``old_value`` (named ``old_name`` in the files).
 
     The new key is named ``key1`` at once when no file key has that name;
@@ -121,6 +123,7 @@ def start(old_value: str, old_name: str, names_in_use: Iterable[str], new_value:
         "new": {"name": new_name, "value": new_value},
         "rename": new_name != CHARM_KEY_NAME,
         "confirmed": False,
+        "rewrite": rewrite,
         "started": int(time.time()),
     }
 
@@ -312,14 +315,15 @@ def next_state(state: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     following = dict(state, phase=phase_after)
     if phase in REWRITES:
         following["confirmed"] = False
+        following.pop("forced", None)
     updates: Dict[str, Any] = {ROTATION_KEY: following}
     if following["phase"] == PROMOTE:
         updates["encryption_key"] = state["new"]["value"]
     return updates, following
 
 
-def confirm(state: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """The state with the rewrite confirmed; refused outside the rewrite phase."""
+def confirm(state: Optional[Dict[str, Any]], forced: bool = False) -> Dict[str, Any]:
+    """The state with the rewrite confirmed (``forced``: on the operator's word alone); refused outside a rewrite."""
     if not is_running(state):
         raise RotationRefused("no rotation is running")
     if state["phase"] not in REWRITES:
@@ -328,7 +332,10 @@ def confirm(state: Optional[Dict[str, Any]]) -> Dict[str, Any]:
                 state["phase"], REWRITE, RENAME_REWRITE
             )
         )
-    return dict(state, confirmed=True)
+    confirmed = dict(state, confirmed=True)
+    if forced:
+        confirmed["forced"] = True
+    return confirmed
 
 
 def rewrites_in(state: Dict[str, Any]) -> int:
