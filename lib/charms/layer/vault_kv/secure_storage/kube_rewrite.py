@@ -90,7 +90,7 @@ class _Client:
 
     def _file(self, data: str) -> str:
         """Inline base64 PEM from the kubeconfig, as a private temporary file (requests wants paths)."""
-        handle, path = tempfile.mkstemp(prefix="vault-kv-kube-", suffix=".pem")
+        handle, path = tempfile.mkstemp(prefix="kubeconfig-", suffix=".pem")
         with os.fdopen(handle, "wb") as out:
             out.write(base64.b64decode(data))
         self._temporary.append(path)
