@@ -7,12 +7,13 @@ and no key leaves a file before the rewrite is confirmed.
 """
 
 import json
+import re
 
 from charmhelpers.core import hookenv
 from charms.reactive import set_flag
 
 from charms.layer.vault_kv.hashing import fingerprint
-from tests.support import rotation
+from tests.support import kube_apiserver, rotation
 from tests.support.cluster import APP, ENCRYPTION_CONFIG
 
 RUNNING = rotation.RUNNING
@@ -145,6 +146,73 @@ def test_a_full_rotation_goes_through_every_phase_on_every_unit_and_restarts_eac
     assert_no_key_in_logs_or_statuses(cluster, model, values, started, report, finished, again, second)
     for unit in cluster.units(model):
         assert cluster.controller.unit_file_mode(model, unit, ENCRYPTION_CONFIG) == 0o600
+    # each confirmation was checked against etcd (issue 25), through the leader's apiserver arguments
+    assert report["secrets"].endswith("Secrets under key2")
+    assert finished["verified"].endswith("Secrets under key2") and second["verified"].endswith("Secrets under key1")
+    for answer, name in ((finished, "key2"), (second, "key1")):
+        under, total = re.fullmatch(r"(\d+) of (\d+) Secrets under " + name, answer["verified"]).groups()
+        assert under == total and int(total) > 10
+
+
+def test_finish_is_refused_while_etcd_shows_a_secret_the_old_key_still_holds_or_cannot_be_read(
+    secure_storage_deployed,
+):
+    """The operator's word is checked against etcd (issue 25): a Secret the rewrite missed, or one written
+    under the old key after it, refuses the confirmation by name; etcd down refuses it with the reason
+    until the operator says force=true.  Nothing leaves a file meanwhile."""
+    cluster, model, backend = secure_storage_deployed
+    watch = rotation.RotationWatch(cluster, model, backend)
+    ok(rotation.action(cluster, model, leader(cluster, model), "rotate-encryption-key"))
+    cluster.settle(after_hook=watch, fail_fast=True, max_hooks=2000)
+    assert rotation.phase(cluster, backend) == "rewrite"
+    files = rotation.file_key_lists(cluster, model)
+    old_value, new_value = raw_keys(cluster, backend)
+
+    def finish(**params):
+        return rotation.action(cluster, model, leader(cluster, model), "finish-encryption-key-rotation", **params)
+
+    def leader_status():
+        cluster.controller.queue(model, leader(cluster, model), "update-status")
+        cluster.settle(after_hook=watch, fail_fast=True)
+        return cluster.controller.status(model, leader(cluster, model))
+
+    # the rewrite missed one Secret (a webhook refused it, kubectl stopped at a conflict)
+    missed = "kube-system/secret-00001"
+    cluster.apiservers.rewrite(model, via=leader(cluster, model), skip={missed})
+    total = cluster.apiservers.stored(model)
+    answer = refused(finish())
+    assert "1 of {} Secrets are not stored under key2 yet: {}".format(total, missed) in answer, answer
+    status = leader_status()  # the census in the leader's hook: every Secret but the one missed
+    counted = re.search(r"(\d+) of (\d+) Secrets under key2", status["message"])
+    assert status["status"] == "blocked" and counted, status
+    assert int(counted.group(1)) == int(counted.group(2)) - 1
+    assert "finish-encryption-key-rotation" in status["message"]
+    # rewritten; then an apiserver one phase behind (old write key) stores one before the confirmation
+    cluster.apiservers.rewrite(model, via=leader(cluster, model))
+    behind = kube_apiserver.config_bytes(("key1", old_value), ("key2", new_value))
+    late = cluster.apiservers.store_through(model, behind, "an apiserver still writing with key1")
+    answer = refused(finish())
+    assert "1 of" in answer and late in answer, answer
+    # etcd cannot be read: a clear answer and status, nothing confirmed, then force=true
+    cluster.apiservers.rewrite(model, via=leader(cluster, model))
+    etcd = cluster.apiservers.etcd_of(model).server
+    etcd.stop()
+    try:
+        answer = refused(finish())
+        assert "cannot be verified: etcd could not be read" in answer and "force=true" in answer, answer
+        status = leader_status()
+        assert status["status"] == "blocked" and "cannot be verified" in status["message"], status
+        assert rotation.phase(cluster, backend) == "rewrite" and not rotation.state(cluster, backend)["confirmed"]
+        assert rotation.file_key_lists(cluster, model) == files  # nothing retired
+        forced = ok(finish(force=True))
+        assert forced["verified"] == "no: confirmed with force=true" and forced["phase"] == "retire"
+    finally:
+        etcd.restart()
+    cluster.settle(after_hook=watch, fail_fast=True, max_hooks=2000)
+    assert rotation.phase(cluster, backend) == "rename-rewrite"
+    assert not rotation.state(cluster, backend)["confirmed"] and "forced" not in rotation.state(cluster, backend)
+    assert cluster.apiservers.stored_under(model).keys() <= {"key1", "key2"}
+    assert_no_key_in_logs_or_statuses(cluster, model, [old_value, new_value], answer, forced)
 
 
 def test_a_leader_change_in_every_phase_resumes_where_the_rotation_stood(secure_storage_deployed):

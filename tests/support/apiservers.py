@@ -274,6 +274,8 @@ class ApiServers:
             return
         for each in self.controller.units(model, APP):
             self.give_environment(model, each)
+        if not self.etcd_of(model).server.running():
+            return  # a test stopped etcd: no apiserver stores or reads anything until it is back
         running = self.running(model)
         if unit in running:
             self.etcd_of(model).store(running[unit][1], unit)

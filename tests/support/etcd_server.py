@@ -308,6 +308,9 @@ class EtcdServer(ServerFixture):
         if self._own_workdir and self.workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def restart(self) -> "EtcdServer":
         """Start it again after ``stop()``: same address, same data."""
         return self.start()

@@ -62,6 +62,31 @@ def parse(config_bytes: bytes) -> Providers:
         raise UnreadableConfig("not an EncryptionConfiguration ({})".format(type(error).__name__)) from None
 
 
+def config_bytes(*keys: Tuple[str, str]) -> bytes:
+    """An EncryptionConfiguration for ``secrets``: aescbc with the (name, Vault value) keys in order, then identity."""
+    body = {
+        "kind": "EncryptionConfiguration",
+        "apiVersion": "apiserver.config.k8s.io/v1",
+        "resources": [
+            {
+                "resources": ["secrets"],
+                "providers": [
+                    {
+                        "aescbc": {
+                            "keys": [
+                                {"name": name, "secret": base64.b64encode(value.encode()).decode()}
+                                for name, value in keys
+                            ]
+                        }
+                    },
+                    {"identity": {}},
+                ],
+            }
+        ],
+    }
+    return yaml.safe_dump(body).encode()
+
+
 def _prefix(name: str) -> bytes:
     return b"k8s:enc:aescbc:v1:" + name.encode("utf-8") + b":"
 
