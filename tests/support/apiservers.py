@@ -369,6 +369,12 @@ class ApiServers:
     def stored(self, model: str) -> int:
         return self.etcd[model].count() if model in self.etcd else 0
 
+    def secret_names(self, model: str) -> set:
+        """``namespace/name`` of every Secret in the model's etcd."""
+        if model not in self.etcd:
+            return set()
+        return {secret_name(key) for key, _, _ in self.etcd_of(model).client.scan(PREFIX)}
+
     def stored_under(self, model: str) -> Dict[str, int]:
         return self.etcd_of(model).stored_under() if model in self.etcd else {}
 

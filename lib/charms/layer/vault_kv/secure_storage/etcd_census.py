@@ -29,7 +29,7 @@ DEFAULT_ARGS_PATH = "/var/snap/kube-apiserver/current/args"
 PAGE_SIZE = 500
 #: how many ``namespace/name`` an answer or a log shows of the objects not yet under the write key
 SHOWN = 5
-TIMEOUT = 15
+TIMEOUT = 10
 
 ENCRYPTED = b"k8s:enc:"
 AESCBC = b"k8s:enc:aescbc:v1:"
