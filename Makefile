@@ -11,7 +11,7 @@ FUNC_PY    := $(FUNC_VENV)/bin/python
 FUNC_STAMP := $(FUNC_VENV)/.installed
 ARGS       ?=
 
-.PHONY: test test-fast unit integration lint format charms demo bench functional-check functional-charms functional clean
+.PHONY: test test-fast unit integration lint format charms demo bench explore functional-check functional-charms functional clean
 
 # The zaza virtualenv (network-bound) is built in the background while the
 # main one, the lint, the unit tests and the charm builds run.
@@ -62,6 +62,10 @@ demo: $(STAMP) charms  ## deploy 3 units, upgrade them, print the report
 
 bench: $(STAMP) charms  ## Vault requests and time per hook, against OpenBao
 	PYTHONPATH=lib $(PY) -m tests.bench.run
+
+EXPLORE_MINUTES ?= 30
+explore: $(STAMP) charms  ## random lifecycle schedules for EXPLORE_MINUTES (default 30); EXPLORE_SEED replays one
+	EXPLORE_MINUTES=$(EXPLORE_MINUTES) PYTHONPATH=lib:. $(PY) -m tests.explore.run
 
 $(FUNC_STAMP): requirements/functional.txt
 	$(PYTHON) -m venv $(FUNC_VENV)

@@ -177,6 +177,15 @@ class ApiServers:
             self._api = KubeApi(self, str(certs.path("server-cert")), str(certs.path("server-key")))
         return self._api
 
+    def forget(self, model: str) -> None:
+        """Stop ``model``'s etcd and forget it (a model the controller no longer has)."""
+        found = self.etcd.pop(model, None)
+        if found is not None:
+            found.server.stop()
+        self._ready.discard(model)
+        self._verified = {key: value for key, value in self._verified.items() if key[0] != model}
+        self._given = {given for given in self._given if given[0] != model}
+
     def close(self) -> None:
         """Stop every etcd (by its process id) and the Kubernetes API server."""
         for model_etcd in self.etcd.values():

@@ -27,6 +27,7 @@ class SnapshotDeployment:
             self.saved_controller = str(workdir / "sim-as-deployed")
             self.cluster.controller.snapshot(self.saved_controller)
             self.saved_secrets = self.cluster.apiservers.snapshot()
+            self.saved_relations = dict(self.cluster.relations)
             self.saved_storage = self.bao.snapshot()
         except BaseException:
             self.cleanup()
@@ -40,6 +41,7 @@ class SnapshotDeployment:
         self.bao.restore(self.saved_storage)
         self.cluster.controller.restore(self.saved_controller)
         self.cluster.apiservers.restore(self.saved_secrets)
+        self.cluster.relations = dict(self.saved_relations)
         return self.cluster
 
     def cleanup(self) -> None:

@@ -1,0 +1,367 @@
+"""The whole lifecycle under schedules hypothesis chooses (stateful testing) over the simulator, real OpenBao
+(single-node raft) and a real etcd behind the encrypting apiservers.
+
+One deployment (3 units of the kubernetes-control-plane-shaped consumer built as 1.27 was first released,
+backend ``charm-{app}``, related to the vault application) is made once per process and put back before each
+schedule (``SnapshotDeployment.fresh``).  A schedule is a sequence of rules, each allowed only where Juju and
+the layer's documented procedure allow it:
+
+- units: add one (up to 4), remove one (down to 2), change the leader;
+- hooks: run the next few queued hooks; run all; kill the next hook at its k-th Vault request or file write
+  (Juju runs it again); an update-status round;
+- Vault: seal and unseal it; ``refresh-secrets`` (a new secret_id for every unit), in both of the vault
+  charm's secret_id behaviours (a schedule picks one); remove the relation and add it again;
+- charm: upgrade to the build with backend ``charm-{model-uuid}-{app}`` and secure storage on; roll back to
+  the first build; refresh to kubernetes-control-plane 1.29+ (kcp-ops);
+- rotation: rotate (manual or ``rewrite=auto``); the operator's rewrite, complete or missing one Secret;
+  ``finish-encryption-key-rotation``;
+- a second model sharing the Vault (one unit of the current build), whose key must never change.
+
+After every hook: the hook succeeded (or was killed as asked); every running apiserver reads every Secret
+in etcd (``ApiServers``, always on); ``RotationInvariant`` (every write key readable everywhere, one name one
+key, no key leaves a file before its rewrite is confirmed); the other model's key unchanged.  At the end of
+a schedule: Vault unsealed and related, hooks settled, two update-status rounds; then every unit of the
+consumer is ready and active, or shows ``blocked`` with a remedy; the remedy (the rotation's rewrite and
+``finish-encryption-key-rotation``) is followed, and then every unit is ready.
+
+What it leaves out: a 3-node Vault and killing its active node (``test_vault_ha_failover.py`` has them; a
+raft cluster per schedule would cost more than the rest), refreshes and rollbacks and relation removal
+while a rotation runs (the README's procedure: finish the rotation first), and ``force=true``.
+"""
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
+
+from tests.jujusim.state import locked
+from tests.support import rotation
+from tests.support.cluster import APP
+from tests.support.deployment import SnapshotDeployment
+from tests.support.vault_provider import EVERY_RUN, NEW_APPROLE
+
+ENCRYPTION_DIR = "/var/snap/kube-apiserver/common/encryption"
+LEGACY, SECURE, OPS = "legacy", "ss", "ops"
+READY = "layer.vault-kv.ready"
+
+#: what every schedule run in this process adds up to (make explore prints it)
+TOTALS = {"schedules": 0, "steps": 0, "hooks": 0}
+#: the steps of the schedule run last, in words
+LAST: List[str] = []
+#: called with the steps at the end of every schedule (make explore's progress line)
+ON_SCHEDULE_END: List[Any] = []
+
+
+class _Deployment(SnapshotDeployment):
+    """The schedules' starting point; made once per process (see ``deployment``)."""
+
+
+_made: Dict[str, _Deployment] = {}
+
+
+def deployment() -> _Deployment:
+    """The one deployment of this process, built the first time it is asked for."""
+    if "one" not in _made:
+        from tests.support import build_charms
+
+        workdir = Path(tempfile.mkdtemp(prefix="explore-"))
+        _made["one"] = _Deployment(build_charms.build(), workdir, build=LEGACY, units=3)
+    return _made["one"]
+
+
+def close() -> None:
+    """Stop the deployment's OpenBao and etcd (by their process ids)."""
+    made = _made.pop("one", None)
+    if made is not None:
+        made.cleanup()
+
+
+class Lifecycle(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        made = deployment()
+        self.cluster = made.fresh()
+        self.model = made.model
+        self.backend = self.cluster.new_backend(self.model)
+        self.controller = self.cluster.controller
+        self.build = LEGACY
+        self.sealed = False
+        self.related = True
+        self.other: Optional[Dict[str, Any]] = None
+        self.watch = rotation.RotationWatch(self.cluster, self.model, self.backend)
+        self.steps: List[str] = []
+        LAST[:] = []
+        TOTALS["schedules"] += 1
+
+    # -- running hooks, with the checks after every one --------------------------------
+
+    def _after(self, item, process) -> None:
+        TOTALS["hooks"] += 1
+        if process.returncode not in (0, 137):
+            raise AssertionError(
+                "{} on {} failed (exit {}):\n{}".format(
+                    item["hook"], item["unit"], process.returncode, process.stderr[-3000:]
+                )
+            )
+        self.watch(item, process)
+        if self.other is not None and not self.sealed:
+            now = self.cluster.vault_fingerprint(self.other["backend"])
+            assert now == self.other["key"], "the other model's key changed ({} -> {})".format(self.other["key"], now)
+
+    def _run(self, limit: int) -> int:
+        ran = 0
+        while ran < limit:
+            item = self.controller.pop_hook()
+            if item is None:
+                break
+            process = self.controller.run_hook(item)
+            ran += 1
+            self._after(item, process)
+            if process.returncode == 137:
+                self.controller.requeue_front(item)  # Juju runs a hook that died again
+        return ran
+
+    def _settle(self) -> None:
+        if self._run(3000) >= 3000:
+            raise AssertionError("the model did not settle in 3000 hooks")
+
+    def _step(self, text: str) -> None:
+        self.steps.append(text)
+        LAST.append(text)
+        TOTALS["steps"] += 1
+
+    def _units(self) -> List[str]:
+        return self.cluster.units(self.model)
+
+    def _phase(self) -> str:
+        return rotation.phase(self.cluster, self.backend) if self.build == SECURE else "none"
+
+    def _settled(self) -> bool:
+        with locked(self.controller.state_path, write=False) as state:
+            return not state["queue"]
+
+    def _rotating(self) -> bool:
+        return self._phase() not in ("none", "done")
+
+    # -- rules ---------------------------------------------------------------------------
+
+    @initialize(mode=st.sampled_from([EVERY_RUN, NEW_APPROLE]))
+    def secret_id_behaviour(self, mode: str) -> None:
+        """The vault charm as deployed re-issues secret_ids on every request; what its code intends does not."""
+        if mode != EVERY_RUN:
+            self.cluster.vault_issues_secret_ids(mode)
+        self._step("secret_ids {}".format(mode))
+
+    @rule(count=st.integers(1, 6))
+    def run_some_hooks(self, count: int) -> None:
+        self._step("run {} hooks".format(count))
+        self._run(count)
+
+    @rule()
+    def settle(self) -> None:
+        self._step("settle")
+        self._settle()
+
+    @rule(k=st.integers(1, 6))
+    def kill_the_next_hook(self, k: int) -> None:
+        """The next queued hook dies at its k-th Vault request or file write; Juju runs it again later."""
+        item = self.controller.pop_hook()
+        if item is None:
+            return
+        self._step("kill {} on {} at step {}".format(item["hook"], item["unit"], k))
+        self.controller.kill_at_vault_request(item["model"], item["unit"], k, files_under=ENCRYPTION_DIR)
+        process = self.controller.run_hook(item)
+        self.controller.stop_killing(item["model"], item["unit"])
+        self._after(item, process)
+        if process.returncode == 137:
+            self.controller.requeue_front(item)
+
+    @rule()
+    def update_status_round(self) -> None:
+        self._step("update-status round")
+        for unit in self._units():
+            self.controller.queue(self.model, unit, "update-status")
+
+    @precondition(lambda self: len(self.cluster.units(self.model)) < 4)
+    @rule()
+    def add_unit(self) -> None:
+        self._step("add-unit")
+        self.controller.add_unit(self.model, APP)
+
+    @precondition(lambda self: len(self.cluster.units(self.model)) > 2)
+    @rule(index=st.integers(0, 3))
+    def remove_unit(self, index: int) -> None:
+        units = self._units()
+        unit = units[index % len(units)]
+        self._step("remove-unit {}".format(unit))
+        self.controller.remove_unit(self.model, unit)
+
+    @rule(index=st.integers(0, 3))
+    def change_leader(self, index: int) -> None:
+        units = self._units()
+        unit = units[index % len(units)]
+        self._step("leader -> {}".format(unit))
+        self.controller.set_leader(self.model, APP, unit)
+
+    @precondition(lambda self: not self.sealed)
+    @rule()
+    def seal_vault(self) -> None:
+        self._step("seal Vault")
+        self.cluster.bao.seal(self.cluster.bao.nodes[0])
+        self.sealed = True
+
+    @precondition(lambda self: self.sealed)
+    @rule()
+    def unseal_vault(self) -> None:
+        self._step("unseal Vault")
+        self.cluster.bao.unseal(0)
+        self.cluster.bao.wait_for_active()
+        self.sealed = False
+
+    @rule()
+    def refresh_secrets(self) -> None:
+        self._step("refresh-secrets")
+        self.cluster.refresh_secrets()
+
+    @precondition(lambda self: self.related and self.build != OPS and not self._rotating())
+    @rule()
+    def remove_relation(self) -> None:
+        self._step("remove-relation")
+        self.cluster.unrelate(self.model)
+        self.related = False
+
+    @precondition(lambda self: not self.related)
+    @rule()
+    def add_relation(self) -> None:
+        self._step("relate")
+        self.cluster.relate(self.model)
+        self.related = True
+
+    @precondition(lambda self: self.build == LEGACY and self.related)
+    @rule()
+    def upgrade(self) -> None:
+        """To backend charm-{model-uuid}-{app} with the layer's secure storage on (both migrations run)."""
+        self._step("upgrade to charm-{model-uuid}-{app}")
+        self.cluster.upgrade(self.model, SECURE)
+        self.build = SECURE
+
+    @precondition(lambda self: self.build == SECURE and self.related and not self._rotating())
+    @rule()
+    def roll_back(self) -> None:
+        self._step("roll back to charm-{app}")
+        self.cluster.upgrade(self.model, LEGACY)
+        self.build = LEGACY
+
+    @precondition(lambda self: self.build == SECURE and self.related and not self._rotating() and self._settled())
+    @rule()
+    def refresh_to_129(self) -> None:
+        """From the build with this layer (1.28), on a settled model: 1.29 takes over the state the layer left.
+
+        Not from the first build (1.27, ``charm-{app}``): the layer never ran there, so there is nothing of
+        its to take over (kubernetes-control-plane is refreshed one release at a time).  Not while a unit
+        is still being added: the 1.29 model starts its apiserver in any hook, even before its relations'
+        hooks (the real charm waits for etcd and its certificates), which is 1.29's to answer for.
+        """
+        self._step("refresh to 1.29+")
+        self.cluster.upgrade(self.model, OPS)
+        self.build = OPS
+
+    @precondition(lambda self: self.build == SECURE and not self._rotating())
+    @rule(auto=st.booleans())
+    def rotate(self, auto: bool) -> None:
+        leader = rotation.leader(self.cluster, self.model)
+        self._step("rotate-encryption-key{}".format(" rewrite=auto" if auto else ""))
+        rotation.action(self.cluster, self.model, leader, "rotate-encryption-key", rewrite="auto" if auto else "manual")
+
+    @precondition(lambda self: self.build == SECURE and self._phase() in rotation.REWRITE_PHASES)
+    @rule(partial=st.booleans())
+    def operator_rewrites(self, partial: bool) -> None:
+        leader = rotation.leader(self.cluster, self.model)
+        if leader not in self.cluster.apiservers.running(self.model):
+            return
+        self._step("rewrite the Secrets{}".format(", missing one" if partial else ""))
+        names = sorted(self.cluster.apiservers.secret_names(self.model))
+        self.cluster.apiservers.rewrite(self.model, via=leader, skip=set(names[:1]) if partial else set())
+
+    @precondition(lambda self: self.build == SECURE and self._rotating())
+    @rule()
+    def finish(self) -> None:
+        leader = rotation.leader(self.cluster, self.model)
+        self._step("finish-encryption-key-rotation")
+        answer = rotation.action(self.cluster, self.model, leader, "finish-encryption-key-rotation")
+        assert answer["returncode"] == 0, answer["stderr"][-2000:]
+        if answer["failed"] is None and self._phase() not in rotation.REWRITE_PHASES:
+            # accepted: etcd showed every Secret under the new write key at that moment
+            census = self.cluster.apiservers.stored_under(self.model)
+            assert len(census) == 1, "finish accepted while Secrets are under {}".format(sorted(census))
+
+    @precondition(lambda self: self.other is None and not self.sealed)
+    @rule()
+    def second_model(self) -> None:
+        """Another model sharing the Vault, settled at once; its key must never change afterwards."""
+        self._step("a second model")
+        other = self.cluster.add_model("other", build="current", units=1)
+        self._settle()
+        backend = self.cluster.new_backend(other)
+        self.other = {"model": other, "backend": backend, "key": self.cluster.vault_fingerprint(backend)}
+        assert self.other["key"], "the second model got no key"
+
+    # -- the end of every schedule -----------------------------------------------------
+
+    def teardown(self) -> None:
+        outcome = "violation"
+        try:
+            self._settle_at_the_end()
+            outcome = "ok"
+        finally:
+            if self.other is not None:
+                self.cluster.apiservers.forget(self.other["model"])
+            for report in ON_SCHEDULE_END:
+                report(outcome, self.steps)
+
+    def _settle_at_the_end(self) -> None:
+        if self.sealed:
+            self.unseal_vault()
+        if not self.related:
+            self.add_relation()
+        self._settle()
+        for _ in range(2):
+            self.update_status_round()
+            self._settle()
+        for _ in range(4):  # the remedies a unit shows, followed
+            remedy = self._remedy()
+            if remedy is None:
+                break
+            remedy()
+            self._settle()
+            self.update_status_round()
+            self._settle()
+        for unit in self._units():
+            status = self.controller.status(self.model, unit)
+            if self.build != OPS:
+                assert READY in self.cluster.flags(self.model, unit), "{} is not ready: {}".format(unit, status)
+            assert status["status"] == "active", "{} ends {}: {}".format(unit, status["status"], status["message"])
+
+    def _remedy(self):
+        """What a blocked unit asks the operator to do, as a callable; None when nothing is asked."""
+        blocked = {
+            unit: self.controller.status(self.model, unit)
+            for unit in self._units()
+            if self.controller.status(self.model, unit)["status"] == "blocked"
+        }
+        if not blocked:
+            return None
+        leader = rotation.leader(self.cluster, self.model)
+        message = " ".join(status["message"] for status in blocked.values())
+        if "finish-encryption-key-rotation" in message and self._phase() in rotation.REWRITE_PHASES:
+
+            def rewrite_and_finish() -> None:
+                self.operator_rewrites(False)
+                answer = rotation.action(self.cluster, self.model, leader, "finish-encryption-key-rotation")
+                assert answer["failed"] is None, "finish refused after a full rewrite: {}".format(answer["failed"])
+
+            return rewrite_and_finish
+        raise AssertionError("blocked with no remedy the explorer knows: {}".format(json.dumps(blocked)))

@@ -1,0 +1,118 @@
+"""`make explore`: random schedules of the whole lifecycle (``lifecycle.Lifecycle``) for EXPLORE_MINUTES.
+
+Each round is ``EXPLORE_EXAMPLES`` schedules (default 10) drawn by hypothesis from one seed
+(``EXPLORE_SEED``, then one more each round; random when not given), so a round is replayed exactly with
+``EXPLORE_SEED=<seed> EXPLORE_ROUNDS=1 make explore``.  A schedule that breaks an invariant is shrunk by
+hypothesis, which prints the smallest schedule it found as the calls that replay it; the runner prints
+the seed beside it and keeps every failure in ``build/explore/violations.txt``.  A progress line follows
+each schedule; the last line gives the schedules and steps run and the violations found.  Exits 1 when it found any.
+"""
+
+import os
+import random
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import charmhelpers.osplatform
+
+charmhelpers.osplatform.get_platform = lambda: "ubuntu"  # charms run on Ubuntu; this host may not
+
+from hypothesis import HealthCheck, Phase, seed, settings  # noqa: E402
+from hypothesis.stateful import get_state_machine_test  # noqa: E402
+
+from tests.explore import lifecycle  # noqa: E402
+
+STEPS = int(os.environ.get("EXPLORE_STEPS", "20"))
+EXAMPLES = int(os.environ.get("EXPLORE_EXAMPLES", "10"))
+
+
+def schedule_settings(steps: int = STEPS, examples: int = EXAMPLES) -> settings:
+    """``examples`` schedules per seed (hypothesis' first is its simplest), up to ``steps`` rules each; shrunk
+    when one fails; nothing kept between runs."""
+    return settings(
+        max_examples=examples,
+        stateful_step_count=steps,
+        deadline=None,
+        database=None,
+        derandomize=False,
+        print_blob=True,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.generate, Phase.shrink],
+    )
+
+
+def run_schedules(seed_value: int, steps: int = STEPS, examples: int = EXAMPLES) -> None:
+    """The schedules hypothesis draws from ``seed_value``; raises what breaks an invariant (shrunk)."""
+    test = get_state_machine_test(lifecycle.Lifecycle, settings=schedule_settings(steps, examples))
+    seed(seed_value)(test)()
+
+
+def main() -> int:
+    minutes = float(os.environ.get("EXPLORE_MINUTES", "30"))
+    rounds = int(os.environ.get("EXPLORE_ROUNDS", "0")) or None
+    first = int(os.environ.get("EXPLORE_SEED", "0")) or random.randrange(1, 2**31)
+    out = Path("build/explore")
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    deadline = started + minutes * 60
+    violations = 0
+    number = 0
+    print(
+        "exploring for {} min from seed {} ({} schedules a seed, up to {} steps each) ...".format(
+            minutes, first, EXAMPLES, STEPS
+        )
+    )
+
+    def progress(outcome, steps):
+        totals = lifecycle.TOTALS
+        print(
+            "[{:5.1f} min] seed {}, schedule {}: {} ({} steps); {} schedules, {} steps, {} hooks so far".format(
+                (time.monotonic() - started) / 60,
+                first + number - 1,
+                totals["schedules"],
+                outcome,
+                len(steps),
+                totals["schedules"],
+                totals["steps"],
+                totals["hooks"],
+            ),
+            flush=True,
+        )
+        if os.environ.get("EXPLORE_VERBOSE"):
+            print("    " + " | ".join(steps), flush=True)
+
+    lifecycle.ON_SCHEDULE_END.append(progress)
+    try:
+        while time.monotonic() < deadline and (rounds is None or number < rounds):
+            seed_value = first + number
+            number += 1
+            try:
+                run_schedules(seed_value)
+                outcome = "ok"
+            except Exception as error:  # an invariant broken: hypothesis printed the shrunk schedule above
+                violations += 1
+                outcome = "VIOLATION: {}".format(str(error).splitlines()[0][:200] if str(error) else type(error))
+                with open(out / "violations.txt", "a") as handle:
+                    handle.write("seed {}\n{}\n\n".format(seed_value, traceback.format_exc()))
+            print("seed {} done: {}; {} violations so far".format(seed_value, outcome, violations), flush=True)
+    finally:
+        lifecycle.close()
+    totals = lifecycle.TOTALS
+    print(
+        "explored {} seeds in {:.1f} min: {} schedules run, {} steps, {} hooks; {} violations{}".format(
+            number,
+            (time.monotonic() - started) / 60,
+            totals["schedules"],
+            totals["steps"],
+            totals["hooks"],
+            violations,
+            " (see build/explore/violations.txt)" if violations else "",
+        )
+    )
+    return 1 if violations else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
