@@ -10,6 +10,7 @@ each schedule; the last line gives the schedules and steps run and the violation
 
 import os
 import random
+import signal
 import sys
 import time
 import traceback
@@ -49,7 +50,12 @@ def run_schedules(seed_value: int, steps: int = STEPS, examples: int = EXAMPLES)
     seed(seed_value)(test)()
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM ends the run as Ctrl-C does: OpenBao and etcd stopped by process id
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
     minutes = float(os.environ.get("EXPLORE_MINUTES", "30"))
     rounds = int(os.environ.get("EXPLORE_ROUNDS", "0")) or None
     first = int(os.environ.get("EXPLORE_SEED", "0")) or random.randrange(1, 2**31)

@@ -126,6 +126,7 @@ LONGEST_FIRST = [
     "test_vault_ha.py",
     "test_upgrade.py",
     "test_refresh_to_ops.py",
+    "test_explore_schedules.py",
 ]
 
 

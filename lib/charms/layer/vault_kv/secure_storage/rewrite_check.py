@@ -38,7 +38,7 @@ REWRITE_SECONDS = 60
 AUTO = "auto"
 
 # this hook's findings (each hook and action is a process of its own)
-_found: Dict[Tuple[str, str], Any] = {}
+_found: Dict[Tuple[str, ...], Any] = {}
 
 
 def _log(message: str, level: str = hookenv.INFO) -> None:
