@@ -39,3 +39,16 @@ def test_a_fixed_set_of_lifecycle_schedules_keeps_every_invariant_and_ends_with_
     test()
     assert lifecycle.TOTALS["schedules"] - before["schedules"] >= SCHEDULES - 1  # hypothesis may skip a repeat
     assert lifecycle.TOTALS["hooks"] > before["hooks"]
+
+
+def test_a_deployment_put_back_has_its_relation_again_after_a_schedule_removed_it():
+    """Found by the explorer: a schedule that removed the vault relation left the next one (on the deployment
+    put back, relation restored) without it in ``Cluster.relations``; removing it again raised KeyError."""
+    made = lifecycle.deployment()
+    cluster = made.fresh()
+    cluster.unrelate(made.model)
+    assert made.model not in cluster.relations
+    cluster = made.fresh()
+    number = cluster.relations[made.model]
+    assert cluster.controller.relation_data(number)  # the controller put back has that relation
+    cluster.unrelate(made.model)  # no KeyError: the relation the controller has again is the one removed
