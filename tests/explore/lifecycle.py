@@ -378,6 +378,8 @@ class Lifecycle(RuleBasedStateMachine):
             blocked = any(self.controller.status(self.model, u)["status"] == "blocked" for u in self._units())
             if number >= 1 and (blocked or not self._rotating()):
                 return
+
+    def _remedy(self):
         """What a blocked unit asks the operator to do, as a callable; None when nothing is asked."""
         blocked = {
             unit: self.controller.status(self.model, unit)
