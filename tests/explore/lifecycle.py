@@ -59,6 +59,10 @@ LAST: List[str] = []
 ON_SCHEDULE_END: List[Any] = []
 
 
+class _Retry(Exception):
+    """A hook Juju runs again later (requeued)."""
+
+
 class _Deployment(SnapshotDeployment):
     """The schedules' starting point; made once per process (see ``deployment``)."""
 
@@ -107,6 +111,11 @@ class Lifecycle(RuleBasedStateMachine):
 
     def _after(self, item, process) -> None:
         TOTALS["hooks"] += 1
+        if process.returncode not in (0, 137) and self.sealed and not item["unit"].startswith(APP + "/"):
+            # the tests' vault application (vault-sim) fails its hooks while Vault is sealed, where the vault
+            # charm would wait: Juju runs them again; only the consumer's hooks are judged here
+            self.controller.requeue_front(item)
+            raise _Retry()
         if process.returncode not in (0, 137):
             raise AssertionError(
                 "{} on {} failed (exit {}):\n{}".format(
@@ -126,7 +135,12 @@ class Lifecycle(RuleBasedStateMachine):
                 break
             process = self.controller.run_hook(item)
             ran += 1
-            self._after(item, process)
+            try:
+                self._after(item, process)
+            except _Retry:
+                if ran % 50 == 0:  # a sealed Vault: let the consumer's queued hooks run meanwhile
+                    break
+                continue
             if process.returncode == 137:
                 self.controller.requeue_front(item)  # Juju runs a hook that died again
         return ran

@@ -10,9 +10,10 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import get_state_machine_test
 
 from tests.explore import lifecycle
+from tests.support.vault_provider import EVERY_RUN
 
 #: how many schedules, and how long each may be: what fits the 10 minutes of `make test`
-SCHEDULES, STEPS = 4, 12
+SCHEDULES, STEPS = 3, 8
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -52,3 +53,34 @@ def test_a_deployment_put_back_has_its_relation_again_after_a_schedule_removed_i
     number = cluster.relations[made.model]
     assert cluster.controller.relation_data(number)  # the controller put back has that relation
     cluster.unrelate(made.model)  # no KeyError: the relation the controller has again is the one removed
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="open defect found by the explorer: after a finished rotation, the vault relation removed and added"
+    " again, a rollback to the charm-{app} build hands a unit added then another key under key1",
+)
+def test_a_unit_added_after_a_relation_readded_and_a_rollback_past_a_finished_rotation_reads_every_secret():
+    """Found by the explorer (seed 1389652055, shrunk by hypothesis to these steps): a rotation (rewrite=auto)
+    finished on the build with backend charm-{model-uuid}-{app}; the vault relation removed and added again
+    while Vault was sealed; a rollback to the charm-{app} build; a unit added.  An apiserver then cannot read a
+    Secret stored under key1: one name stands for two keys (charm-{app} still holds the key from before)."""
+    machine = lifecycle.Lifecycle()
+    machine.starting_point(mode=EVERY_RUN, start="rotating", auto=True, hooks=0)
+    machine.second_model()  # settles: the unattended rotation runs to its end
+    assert machine._phase() == "done"
+    machine.remove_relation()
+    machine.seal_vault()
+    machine.add_relation()
+    machine.roll_back()
+    machine.change_leader(index=1)
+    machine.add_unit()
+    machine.change_leader(index=0)
+    machine.refresh_secrets()
+    try:
+        machine.teardown()  # settles: the apiservers' check after every hook raises
+    except AssertionError as error:
+        if "apiserver cannot read Secrets" not in str(error):  # another failure: not the one this test pins
+            raise RuntimeError(str(error)[:2000]) from None
+        raise
