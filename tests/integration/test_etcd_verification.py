@@ -22,24 +22,7 @@ OLD, NEW = "o" * 32, "n" * 32
 
 def config_file(*keys):
     """An EncryptionConfiguration with aescbc keys (name, value), then identity."""
-    body = {
-        "kind": "EncryptionConfiguration",
-        "apiVersion": "apiserver.config.k8s.io/v1",
-        "resources": [
-            {
-                "resources": ["secrets"],
-                "providers": [
-                    {
-                        "aescbc": {
-                            "keys": [{"name": n, "secret": base64.b64encode(v.encode()).decode()} for n, v in keys]
-                        }
-                    },
-                    {"identity": {}},
-                ],
-            }
-        ],
-    }
-    return yaml.safe_dump(body).encode()
+    return kube_apiserver.config_bytes(*keys)
 
 
 class _Units:
