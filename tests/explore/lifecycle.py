@@ -38,8 +38,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, get_state_machine_test, initialize, precondition, rule
 
 from tests.jujusim.state import locked
 from tests.support import rotation
@@ -78,6 +79,28 @@ def deployment() -> _Deployment:
         workdir = Path(tempfile.mkdtemp(prefix="explore-"))
         _made["one"] = _Deployment(build_charms.build(), workdir, build=LEGACY, units=3)
     return _made["one"]
+
+
+def schedules(steps: int, examples: int, fixed: bool = False):
+    """The test that runs ``examples`` schedules of up to ``steps`` rules (hypothesis' first is its simplest).
+
+    ``fixed`` (make test): the same schedules every run (derandomized), a failure reported as found;
+    otherwise (make explore) drawn from the seed given with ``hypothesis.seed``, a failure shrunk and
+    printed with its ``@reproduce_failure`` blob.  Nothing is kept between runs.
+    """
+    return get_state_machine_test(
+        Lifecycle,
+        settings=settings(
+            max_examples=examples,
+            stateful_step_count=steps,
+            derandomize=fixed,
+            print_blob=not fixed,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+            phases=[Phase.generate] if fixed else [Phase.generate, Phase.shrink],
+        ),
+    )
 
 
 def close() -> None:

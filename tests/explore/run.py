@@ -20,8 +20,7 @@ import charmhelpers.osplatform
 
 charmhelpers.osplatform.get_platform = lambda: "ubuntu"  # charms run on Ubuntu; this host may not
 
-from hypothesis import HealthCheck, Phase, seed, settings  # noqa: E402
-from hypothesis.stateful import get_state_machine_test  # noqa: E402
+from hypothesis import seed  # noqa: E402
 
 from tests.explore import lifecycle  # noqa: E402
 
@@ -29,25 +28,9 @@ STEPS = int(os.environ.get("EXPLORE_STEPS", "20"))
 EXAMPLES = int(os.environ.get("EXPLORE_EXAMPLES", "10"))
 
 
-def schedule_settings(steps: int = STEPS, examples: int = EXAMPLES) -> settings:
-    """``examples`` schedules per seed (hypothesis' first is its simplest), up to ``steps`` rules each; shrunk
-    when one fails; nothing kept between runs."""
-    return settings(
-        max_examples=examples,
-        stateful_step_count=steps,
-        deadline=None,
-        database=None,
-        derandomize=False,
-        print_blob=True,
-        suppress_health_check=list(HealthCheck),
-        phases=[Phase.generate, Phase.shrink],
-    )
-
-
 def run_schedules(seed_value: int, steps: int = STEPS, examples: int = EXAMPLES) -> None:
     """The schedules hypothesis draws from ``seed_value``; raises what breaks an invariant (shrunk)."""
-    test = get_state_machine_test(lifecycle.Lifecycle, settings=schedule_settings(steps, examples))
-    seed(seed_value)(test)()
+    seed(seed_value)(lifecycle.schedules(steps, examples))()
 
 
 def _interrupt(signum, frame):

@@ -2,12 +2,11 @@
 
 ``make explore`` draws new schedules for EXPLORE_MINUTES; here hypothesis draws the same few every run
 (derandomize), so the suite stays within its time and a failure here is a failure of the code, not of luck.
-Every defect the explorer found is also a named test (see the README, "What the explorer found").
+The explorer's findings that could be pinned are named tests here and in tests/unit/test_explorer_regressions.py;
+the README lists them all ("What the explorer found"), the open ones included.
 """
 
 import pytest
-from hypothesis import HealthCheck, Phase, settings
-from hypothesis.stateful import get_state_machine_test
 
 from tests.explore import lifecycle
 from tests.support.vault_provider import EVERY_RUN
@@ -24,18 +23,7 @@ def one_deployment():
 
 
 def test_a_fixed_set_of_lifecycle_schedules_keeps_every_invariant_and_ends_with_every_unit_ready():
-    test = get_state_machine_test(
-        lifecycle.Lifecycle,
-        settings=settings(
-            max_examples=SCHEDULES,
-            stateful_step_count=STEPS,
-            derandomize=True,
-            deadline=None,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-            phases=[Phase.generate],  # a failure is reported as found: shrinking is make explore's
-        ),
-    )
+    test = lifecycle.schedules(STEPS, SCHEDULES, fixed=True)  # a failure reported as found: make explore shrinks
     before = dict(lifecycle.TOTALS)
     test()
     assert lifecycle.TOTALS["schedules"] - before["schedules"] >= SCHEDULES - 1  # hypothesis may skip a repeat

@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import requests
 from cryptography import x509
@@ -314,9 +314,3 @@ class EtcdServer(ServerFixture):
     def restart(self) -> "EtcdServer":
         """Start it again after ``stop()``: same address, same data."""
         return self.start()
-
-    def pid(self) -> Optional[int]:
-        return self.process.pid if self.process else None
-
-    def endpoints(self) -> List[str]:
-        return [self.url]

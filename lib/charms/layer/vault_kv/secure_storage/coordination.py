@@ -183,13 +183,12 @@ def confirm_rewrite() -> Dict[str, str]:
     else:
         _log("key rotation {}: rewrite confirmed: {}".format(state["id"][:8], census.progress()))
     following = advance(app_kv, state, verified=True)  # on to the next phase now, if every unit is there
-    answer = {
+    return {
         "id": state["id"],
         "phase": following["phase"],
         "verified": "no: confirmed with force=true" if force else census.progress(),
         "next": "every unit removes the old key, one at a time; follow with encryption-key-status",
     }
-    return answer
 
 
 # -- reports ---------------------------------------------------------------------------

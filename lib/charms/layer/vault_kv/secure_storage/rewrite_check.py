@@ -20,7 +20,7 @@ The outcome of this hook's census or rewrite is kept for the leader's status
 """
 
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 from charmhelpers.core import hookenv
 
@@ -66,10 +66,6 @@ def census(state: Dict[str, Any], fresh: bool = False) -> etcd_census.Census:
     if isinstance(found, etcd_census.EtcdUnavailable):
         raise found
     return found
-
-
-def _last(state: Dict[str, Any]) -> Any:
-    return _found.get((state["id"], state["phase"]))
 
 
 def refuse_unless_rewritten(state: Dict[str, Any]) -> etcd_census.Census:
@@ -220,8 +216,3 @@ def status_line(state: Dict[str, Any]) -> Tuple[str, str]:
             phase_number, found.progress(), rotation_state.REWRITE_COMMANDS, rotation_state.NO_REFRESH
         )
     )
-
-
-def last_census(state: Dict[str, Any]) -> Optional[etcd_census.Census]:
-    found = _last(state)
-    return found if isinstance(found, etcd_census.Census) else None
