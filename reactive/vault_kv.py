@@ -62,12 +62,13 @@ def request_vault_access():
 
 @when(names.REQUESTED)
 def request_again_if_changed():
-    """A new build (charm upgrade) may want another backend or unit name: ask again."""
+    """Ask again: a new build (charm upgrade) may want another backend or unit name, or a vault relation
+    joined after the request was made (relating to a second vault application before removing the first)."""
     try:
         target = vault_kv_backend.wanted()
     except vault_kv.VaultNotReady:
         return
-    if data_changed(names.REQUEST_DATA, target):
+    if data_changed(names.REQUEST_DATA, target) or vault_kv_backend.request_missing_on_a_relation():
         clear_flag(FLAG_REQUESTED)
 
 

@@ -187,6 +187,16 @@ class Lifecycle(RuleBasedStateMachine):
         with locked(self.controller.state_path, write=False) as state:
             return not state["queue"]
 
+    def _relation_dying(self) -> bool:
+        """Whether the removed vault relation is still dying (a unit has not run its relation-broken yet):
+        Juju refuses to add it again until it is gone."""
+        with locked(self.controller.state_path, write=False) as state:
+            return any(
+                relation.get("dying") and any(end["model"] == self.model for end in relation["ends"])
+                for relation in state["relations"].values()
+                if not relation.get("peer")
+            )
+
     def _rotating(self) -> bool:
         return self._phase() not in ("none", "done")
 
@@ -288,15 +298,15 @@ class Lifecycle(RuleBasedStateMachine):
     @precondition(lambda self: self.related and self.build != OPS and not self._rotating() and self._settled())
     @rule()
     def remove_relation(self) -> None:
-        """On a settled model: the simulator drops the relation from every unit's view at once, where Juju
-        keeps it visible to a unit until that unit's relation-broken hook; a hook queued before the
-        removal would see what no Juju unit sees (kubernetes-control-plane 1.28's upgrade-charm then
-        fails, LP-worthy in the charm, not here)."""
+        """On a settled model: the simulator drops the relation from every unit's relation-list at once,
+        where Juju keeps a remote unit listed until the local unit's departed hook for it; a hook queued
+        before the removal would see what no Juju unit sees (kubernetes-control-plane 1.28's upgrade-charm
+        then fails, LP-worthy in the charm, not here)."""
         self._step("remove-relation")
         self.cluster.unrelate(self.model)
         self.related = False
 
-    @precondition(lambda self: not self.related)
+    @precondition(lambda self: not self.related and not self._relation_dying())
     @rule()
     def add_relation(self) -> None:
         self._step("relate")
@@ -390,6 +400,7 @@ class Lifecycle(RuleBasedStateMachine):
         if self.sealed:
             self.unseal_vault()
         if not self.related:
+            self._settle()  # the removed relation's departed and broken hooks first: Juju refuses it until then
             self.add_relation()
         self._settle()
         self._update_status_until_quiet()

@@ -6,7 +6,8 @@ relation per peer endpoint, made with the application; relation-created,
 then joined and changed for each other unit; relation-changed on the other
 units (never the writer) when a unit's data changes; departed on every unit
 for one that is removed, which is ``dying`` in goal-state until its own
-hooks ran.  And Juju refuses a refresh to a charm that lacks an endpoint
+hooks ran.  Juju refuses to add a relation again while the removed one is
+still dying (a unit has not run its relation-broken hook).  And Juju refuses a refresh to a charm that lacks an endpoint
 the application has a relation on ("would break relation"), peer relations
 included: kubernetes-control-plane 1.29+ keeps ``coordinator`` for that.
 
@@ -19,7 +20,7 @@ import pytest
 import yaml
 from charmhelpers.core import hookenv
 
-from tests.jujusim.controller import Controller, UpgradeRefused
+from tests.jujusim.controller import Controller, RelationExists, UpgradeRefused
 
 APP = "kubernetes-control-plane"
 
@@ -134,3 +135,20 @@ def test_a_refresh_to_a_charm_without_the_peer_endpoint_is_refused_as_juju_refus
     # a peer endpoint new in the charm gets its relation, joined by every unit
     assert {unit for unit, hook in queued if hook == "peer-relation-created"} == set(units)
     assert sum(hook == "peer-relation-joined" for _, hook in queued) == len(units) * (len(units) - 1)
+
+
+def test_a_removed_relation_is_added_again_only_once_every_unit_ran_its_broken_hook(controller, charms):
+    """Found by the explorer: the simulator let a schedule relate again while units had not run the old
+    relation's hooks, so a unit saw the new relation before the old one broke (Juju refuses that:
+    "relation ... is dying, but not yet removed"), and kept the request it had published on the old one."""
+    controller, model = controller
+    controller.deploy(model, "vault", str(charms["vault"]), 1)
+    number = controller.relate(model, APP, "vault-kv", model, "vault", "secrets")
+    with pytest.raises(RelationExists, match="already exists"):
+        controller.relate(model, "vault", "secrets", model, APP, "vault-kv")
+    controller.settle(fail_fast=True)
+    controller.remove_relation(number)
+    with pytest.raises(RelationExists, match="is dying, but not yet removed"):
+        controller.relate(model, APP, "vault-kv", model, "vault", "secrets")
+    controller.settle(fail_fast=True)
+    assert controller.relate(model, APP, "vault-kv", model, "vault", "secrets") != number

@@ -58,6 +58,17 @@ class HookFailed(Exception):
     """A hook exited non-zero more times than Juju's retries would allow here."""
 
 
+def _same_ends(first: List[Dict[str, str]], second: List[Dict[str, str]]) -> bool:
+    """Whether two relations join the same endpoints (in either order)."""
+    return sorted(json.dumps(end, sort_keys=True) for end in first) == sorted(
+        json.dumps(end, sort_keys=True) for end in second
+    )
+
+
+class RelationExists(Exception):
+    """``juju integrate`` refused: the relation exists, or is dying but not yet removed."""
+
+
 class UpgradeRefused(Exception):
     """``juju refresh`` refused, as Juju refuses it: the new charm lacks an endpoint a relation is established on."""
 
@@ -328,15 +339,28 @@ class Controller:
     # -- relations ---------------------------------------------------------------
 
     def relate(self, model_a: str, app_a: str, endpoint_a: str, model_b: str, app_b: str, endpoint_b: str) -> str:
-        """Relate two applications (in the same or different models, as with offers)."""
+        """Relate two applications (in the same or different models, as with offers).
+
+        Refused, as Juju refuses it, while a relation between the same endpoints is still dying (some
+        unit has not run its relation-broken hook yet): a unit never sees the new relation before the
+        old one is gone.
+        """
+        ends = [
+            {"model": model_a, "app": app_a, "endpoint": endpoint_a},
+            {"model": model_b, "app": app_b, "endpoint": endpoint_b},
+        ]
         with locked(self.state_path) as state:
+            for number, existing in state["relations"].items():
+                if _same_ends(existing["ends"], ends):
+                    raise RelationExists(
+                        "relation {} is dying, but not yet removed".format(number)
+                        if existing.get("dying")
+                        else "relation {} already exists".format(number)
+                    )
             number = str(state["next_relation_id"])
             state["next_relation_id"] += 1
             relation = {
-                "ends": [
-                    {"model": model_a, "app": app_a, "endpoint": endpoint_a},
-                    {"model": model_b, "app": app_b, "endpoint": endpoint_b},
-                ],
+                "ends": ends,
                 "data": {},
                 "app_data": {},
             }

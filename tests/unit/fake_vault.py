@@ -210,4 +210,5 @@ class FakeEndpoint:
 
     def request_secret_backend(self, name, isolated=True, unit_name=None):
         self.requests.append({"secret_backend": name, "isolated": isolated, "unit_name": unit_name})
-        self.relations[0].to_publish.update({"secret_backend": name, "unit_name": unit_name})
+        for relation in self.relations:  # as the interface does: on every relation there is
+            relation.to_publish.update({"secret_backend": name, "unit_name": unit_name})

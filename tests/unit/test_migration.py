@@ -400,3 +400,65 @@ def test_a_move_whose_new_name_vault_never_answers_blocks_naming_refresh_secrets
     assert juju["status"][0] == "blocked" and "run the vault charm's refresh-secrets action" in juju["status"][1]
     assert "layer.vault-kv.migration.in-progress" in flags  # nothing given up: the answer still completes it
     assert legacy_unit.data.get(NEW + "/kv/app") is None
+
+
+def _move_to(juju, flags, layer_yaml: str) -> None:
+    """upgrade-charm to a build whose layer.yaml is ``layer_yaml``: request again, then the move."""
+    (juju["charm_dir"] / "layer.yaml").write_text(layer_yaml)
+    vault_kv.reset_cached_state()
+    handlers.request_again_if_changed()
+    handlers.request_vault_access()
+    handlers.continue_migration()
+    assert "layer.vault-kv.migration.done" in flags, juju["status"]
+    vault_kv.reset_cached_state()
+
+
+def _write_as_the_charm(key: str, value: str) -> None:
+    handlers.update_ready()
+    vault_kv.VaultAppKV()[key] = value
+    handlers.record_app_kv_hashes()
+    vault_kv.reset_cached_state()
+
+
+def test_a_rollback_carries_a_value_changed_since_the_move_and_forward_again_carries_one_changed_meanwhile(
+    legacy_unit, flags, juju
+):
+    """Found by the explorer: a key rotated on charm-{model-uuid}-{app}, then a rollback to charm-{app},
+    whose value was still the pre-rotation key: a unit added then was given the old key under key1."""
+    model_scoped = (juju["charm_dir"] / "layer.yaml").read_text()
+    upgrade(legacy_unit, flags)
+    handlers.continue_migration()
+    departure = legacy_unit.data[LEGACY + "/kv/departure"]
+    assert departure == {"to": NEW, "hashes": {"encryption_key": value_hash(KEY)}}  # hashes, never values
+    assert LEGACY + "/kv/migration" not in legacy_unit.data
+    vault_kv.reset_cached_state()
+    _write_as_the_charm("encryption_key", "ROTATED")
+    _move_to(juju, flags, json.dumps({}))  # the rollback
+    assert legacy_unit.data[LEGACY + "/kv/app"]["encryption_key"] == "ROTATED"
+    _write_as_the_charm("encryption_key", "CHANGED-WHILE-ROLLED-BACK")
+    _move_to(juju, flags, model_scoped)  # forward again
+    assert legacy_unit.data[NEW + "/kv/app"]["encryption_key"] == "CHANGED-WHILE-ROLLED-BACK"
+
+
+def test_a_rollback_keeps_a_value_someone_else_changed_since_the_application_left(legacy_unit, flags, juju):
+    """charm-{app} is shared by every model with the same application name: a value another model wrote
+    after this one left is that model's, and a rollback here does not replace it."""
+    upgrade(legacy_unit, flags)
+    handlers.continue_migration()
+    vault_kv.reset_cached_state()
+    legacy_unit.data[LEGACY + "/kv/app"] = {"encryption_key": "THE-OTHER-MODELS"}
+    _write_as_the_charm("encryption_key", "ROTATED")
+    _move_to(juju, flags, json.dumps({}))
+    assert legacy_unit.data[LEGACY + "/kv/app"]["encryption_key"] == "THE-OTHER-MODELS"
+
+
+def test_a_second_unit_moving_back_does_not_replace_what_the_first_filled(legacy_unit, flags, juju):
+    """Only the unit that fills the backend in this move replaces stale values; after its marker, a value the
+    leader wrote since is never taken back, even one equal to the value left there."""
+    upgrade(legacy_unit, flags)
+    handlers.continue_migration()
+    vault_kv.reset_cached_state()
+    _write_as_the_charm("encryption_key", "ROTATED")
+    legacy_unit.data[LEGACY + "/kv/migration"] = {"from": NEW, "keys": ["encryption_key"], "missing": []}
+    _move_to(juju, flags, json.dumps({}))
+    assert legacy_unit.data[LEGACY + "/kv/app"]["encryption_key"] == KEY

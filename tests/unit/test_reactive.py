@@ -7,6 +7,7 @@ from charmhelpers.core import hookenv
 
 from charms.layer import vault_kv
 from tests.support.loading import load_reactive
+from tests.unit.fake_vault import FakeRelation
 
 handlers = load_reactive("vault_kv")
 
@@ -91,6 +92,18 @@ class TestRequest:
         (juju["charm_dir"] / "layer.yaml").write_text(json.dumps(options))
         handlers.request_again_if_changed()
         assert "layer.vault-kv.requested" not in flags
+
+    def test_a_vault_relation_joined_after_the_request_gets_it_too(self, connected, flags):
+        """Relating to a second vault application before removing the first: the new relation carries no
+        request until the unit asks again, and without it that Vault never answers this unit."""
+        handlers.request_vault_access()
+        handlers.request_again_if_changed()
+        assert "layer.vault-kv.requested" in flags  # nothing new: no request again
+        connected.endpoint.relations.append(FakeRelation())
+        handlers.request_again_if_changed()
+        assert "layer.vault-kv.requested" not in flags
+        handlers.request_vault_access()
+        assert [r.to_publish.get("secret_backend") for r in connected.endpoint.relations] == ["charm-app"] * 2
 
 
 class TestReady:

@@ -36,6 +36,20 @@ def _published_request() -> Optional[Dict[str, str]]:
     return None
 
 
+def request_missing_on_a_relation() -> bool:
+    """Whether a vault relation joined that carries no request of this unit.
+
+    A request is published on every relation there is when it is made; a
+    relation that joins later (the charm related to another vault
+    application before the old relation is removed, as when moving to a new
+    Vault) would otherwise never get one, and the unit would wait for an
+    answer to a question it never asked there.
+    """
+    endpoint = vault_endpoint()
+    relations = getattr(endpoint, "relations", None) or []
+    return any(not relation.to_publish.get("secret_backend") for relation in relations)
+
+
 def active() -> Optional[Dict[str, str]]:
     """The backend this unit's data lives in now, or None for a unit that never had one."""
     stored = unitdata.kv().get(KV_ACTIVE)

@@ -17,9 +17,18 @@ The rules kept here:
   For each key missing from the new backend the most trusted source wins: the
   unit's own registered local copy (for the encryption key, the
   EncryptionConfiguration file the apiserver uses), then the legacy backend.
-  A key already in the new backend is never overwritten, and the copy is read
-  back before it counts as done; then a marker (``kv/migration``, beside the
-  app data) says the new backend was filled.  The leader announces the move in
+  A key already in the new backend is kept, with one exception below, and the
+  copy is read back before it counts as done; then a marker (``kv/migration``,
+  beside the app data) says the new backend was filled.
+- The exception: a backend the application left and now comes back to (a
+  rollback, or forward again after one) holds the values of the day it was
+  left.  The leader that finishes a move leaves a departure record in the
+  backend it left (``kv/departure``: each key's hash as it was left).  The
+  first unit to fill a backend again replaces a key whose value is still the
+  one the application left there with the trusted value (the local copy, or
+  the backend it comes from): a key rotated since, or changed while rolled
+  back, is carried over, never the stale one.  A key someone else changed
+  since (another model sharing ``charm-{app}``) is kept, as before.  The leader announces the move in
   leader data once it has copied or seen the marker.
 - Units that were never in the legacy backend (added during the move) hold no
   legacy credentials: they wait, not ready, until the move is announced, so a
@@ -34,8 +43,9 @@ The rules kept here:
   with the credentials this unit held there (see ``credential_book``).
 - Every step can be repeated: a hook that dies anywhere leaves a state from
   which the next hook finishes the move.  The legacy backend's data is only
-  read; the only thing ever written there is the removal of this layer's own
-  ``kv/migration`` marker when the application moves away from it.
+  read; the only things ever written there are this layer's own records when
+  the application moves away from it (the ``kv/migration`` marker removed, the
+  ``kv/departure`` record written).
 - Unit data (``kv/unit/{n}``, ``VaultUnitKV``) moves with each unit, under
   the same rules.
 
@@ -55,7 +65,7 @@ from charms.layer.vault_kv import options as vault_kv_options
 from charms.layer.vault_kv.backend import active, set_active, wanted
 from charms.layer.vault_kv.credentials import KV_SECRET_ID, ca_file_for, ca_pem_of, credential_book, vault_endpoint
 from charms.layer.vault_kv.errors import VaultCredentialsInvalid, VaultNotReady, VaultOperatorActionNeeded
-from charms.layer.vault_kv.hashing import canonical_json
+from charms.layer.vault_kv.hashing import canonical_json, value_hash
 from charms.layer.vault_kv.session import VaultSession
 
 FLAG_IN_PROGRESS = names.MIGRATION_IN_PROGRESS
@@ -78,6 +88,7 @@ KV_ANSWER_AWAITED_SINCE = names.ANSWER_AWAITED_SINCE
 # time).  A move that has waited this long for the answer to its new name will not get it by itself.
 ANSWER_WAIT_SECONDS = 15 * 60
 MARKER = "kv/migration"
+DEPARTURE = "kv/departure"
 
 
 class MigrationFailed(Exception):
@@ -215,10 +226,15 @@ def copy_app_data(new_session: VaultSession, backend: str, current: Dict[str, An
     else:
         clear_flag(FLAG_LEGACY_UNREADABLE)
     updates: Dict[str, Any] = {}
+    left_behind = _left_behind(new_session, backend, current)
     for key in sorted(set(legacy or {}) | set(vault_kv_local_copies.registered_keys())):
-        if key in current:
-            continue
         local = vault_kv_local_copies.local_value(key)
+        if key in current:
+            trusted = local if local is not None else (legacy or {}).get(key)
+            if key in left_behind and trusted is not None and canonical_json(trusted) != canonical_json(current[key]):
+                updates[key] = trusted
+                log("replacing {}: {} held it as the application left it".format(key, backend), hookenv.WARNING)
+            continue
         if local is not None:
             if legacy is not None and key in legacy and canonical_json(legacy[key]) != canonical_json(local):
                 log("legacy backend holds another value of {}; this unit's local copy wins".format(key), "WARNING")
@@ -255,6 +271,22 @@ def copy_app_data(new_session: VaultSession, backend: str, current: Dict[str, An
             },
         )
     return sorted(updates)
+
+
+def _left_behind(new_session: VaultSession, backend: str, current: Dict[str, Any]) -> List[str]:
+    """The keys of ``current`` whose values are still those the application left in ``backend``.
+
+    Only for the first unit that fills the backend in this move (no marker
+    yet) and only where a departure record says what was left: a value that
+    changed since someone else wrote it, and it stays.
+    """
+    if new_session.read("{}/{}".format(backend, MARKER)) is not None:
+        return []
+    departure = new_session.read("{}/{}".format(backend, DEPARTURE)) or {}
+    hashes = departure.get("hashes") if isinstance(departure, dict) else None
+    if not isinstance(hashes, dict):
+        return []
+    return sorted(key for key, value in current.items() if hashes.get(key) == value_hash(value))
 
 
 def copy_unit_data(new_session: VaultSession, backend: str) -> bool:
@@ -438,24 +470,31 @@ def advance() -> List[str]:
     copy_unit_secrets(session, target["backend"])
     if hookenv.is_leader():
         announce(target["backend"])
-        forget_source_marker()
+        record_departure(target["backend"])
     finish()
     return written
 
 
-def forget_source_marker() -> None:
-    """Remove our marker from the backend the application left.
+def record_departure(target: str) -> None:
+    """In the backend the application left: what it left there, and no marker.
 
-    A later move back into that backend is then judged by its own marker,
-    not by this stale one.
+    A later move back into that backend is judged by its own marker, not by
+    this stale one, and replaces the values still as they were left (see
+    ``_left_behind``): by then the application may have changed them (a key
+    rotation).  Only hashes are written, as the layer's ``kv/app-hashes``.
     """
     session, legacy = legacy_session()
     if session is None:
         return
+    source = legacy["backend"]
     try:
-        session.delete("{}/{}".format(legacy["backend"], MARKER))
+        left = session.read("{}/kv/app".format(source)) or {}
+        departure = {"to": target, "hashes": {key: value_hash(value) for key, value in left.items()}}
+        if session.read("{}/{}".format(source, DEPARTURE)) != departure:
+            session.write("{}/{}".format(source, DEPARTURE), departure)
+        session.delete("{}/{}".format(source, MARKER))
     except VaultNotReady:
-        pass  # best effort: a stale marker only matters to a move back into that backend
+        pass  # best effort: without the record a move back keeps the values it finds, as before
 
 
 def mark_joined_empty() -> None:
