@@ -1,5 +1,5 @@
 """The whole lifecycle under schedules hypothesis chooses (stateful testing) over the simulator, real OpenBao
-(single-node raft) and a real etcd behind the encrypting apiservers.
+(a 3-node raft cluster) and a real etcd behind the encrypting apiservers.
 
 One deployment (3 units of the kubernetes-control-plane-shaped consumer built as 1.27 was first released,
 backend ``charm-{app}``, related to the vault application) is made once per process and put back before each
@@ -9,8 +9,9 @@ the layer's documented procedure allow it:
 - units: add one (up to 4), remove one (down to 2), change the leader;
 - hooks: run the next few queued hooks; run all; kill the next hook at its k-th Vault request or file write
   (Juju runs it again); an update-status round;
-- Vault: seal and unseal it; ``refresh-secrets`` (a new secret_id for every unit), in both of the vault
-  charm's secret_id behaviours (a schedule picks one); remove the relation and add it again;
+- Vault: seal and unseal it; kill its active node, start it again; ``refresh-secrets`` (a new secret_id for
+  every unit), in both of the vault charm's secret_id behaviours (a schedule picks one); remove the relation
+  and add it again;
 - charm: upgrade to the build with backend ``charm-{model-uuid}-{app}`` and secure storage on; roll back to
   the first build; refresh to kubernetes-control-plane 1.29+ (kcp-ops);
 - rotation: rotate (manual or ``rewrite=auto``); the operator's rewrite, complete or missing one Secret;
@@ -28,9 +29,12 @@ a schedule: Vault unsealed and related, hooks settled, two update-status rounds;
 consumer is ready and active, or shows ``blocked`` with a remedy; the remedy (the rotation's rewrite and
 ``finish-encryption-key-rotation``) is followed, and then every unit is ready.
 
-What it leaves out: a 3-node Vault and killing its active node (``test_vault_ha_failover.py`` has them; a
-raft cluster per schedule would cost more than the rest), refreshes and rollbacks and relation removal
-while a rotation runs (the README's procedure: finish the rotation first), and ``force=true``.
+Vault is a 3-node raft cluster (one vault unit per node, each publishing its node's URL, as vault units
+without a VIP do), put back by a raft snapshot before each schedule; a rule kills the active node (the other
+two elect another) and another starts it again.
+
+What it leaves out: refreshes and rollbacks and relation removal while a rotation runs (the README's
+procedure: finish the rotation first), and ``force=true``.
 """
 
 import json
@@ -50,6 +54,8 @@ from tests.support.vault_provider import EVERY_RUN, NEW_APPROLE
 
 ENCRYPTION_DIR = "/var/snap/kube-apiserver/common/encryption"
 LEGACY, SECURE, OPS = "legacy", "ss", "ops"
+#: OpenBao raft nodes (one vault unit each, publishing its node's URL): a rule kills the active one
+VAULT_NODES = 3
 READY = "layer.vault-kv.ready"
 
 #: what every schedule run in this process adds up to (make explore prints it)
@@ -77,7 +83,7 @@ def deployment() -> _Deployment:
         from tests.support import build_charms
 
         workdir = Path(tempfile.mkdtemp(prefix="explore-"))
-        _made["one"] = _Deployment(build_charms.build(), workdir, build=LEGACY, units=3)
+        _made["one"] = _Deployment(build_charms.build(), workdir, build=LEGACY, units=3, vault_nodes=VAULT_NODES)
     return _made["one"]
 
 
@@ -123,6 +129,7 @@ class Lifecycle(RuleBasedStateMachine):
         self.controller = self.cluster.controller
         self.build = LEGACY
         self.sealed = False
+        self.killed: Optional[int] = None  # the Vault node a rule killed, until restarted
         self.related = True
         self.other: Optional[Dict[str, Any]] = None
         self.watch = rotation.RotationWatch(self.cluster, self.model, self.backend)
@@ -278,17 +285,41 @@ class Lifecycle(RuleBasedStateMachine):
     @precondition(lambda self: not self.sealed)
     @rule()
     def seal_vault(self) -> None:
+        """Every running node sealed (Vault restarted and not unsealed yet): nothing answers."""
         self._step("seal Vault")
-        self.cluster.bao.seal(self.cluster.bao.nodes[0])
+        for node in self.cluster.bao.nodes:
+            if node.alive:
+                self.cluster.bao.seal(node)
         self.sealed = True
 
     @precondition(lambda self: self.sealed)
     @rule()
     def unseal_vault(self) -> None:
         self._step("unseal Vault")
-        self.cluster.bao.unseal(0)
+        for node in self.cluster.bao.nodes:
+            if node.alive:
+                self.cluster.bao.restart(node)
         self.cluster.bao.wait_for_active()
         self.sealed = False
+
+    @precondition(lambda self: not self.sealed and self.killed is None)
+    @rule()
+    def kill_the_active_vault_node(self) -> None:
+        """SIGKILL the node that is active (its machine lost power); the other two elect a new one.  Hooks go
+        on, each unit reaching Vault through the next vault unit's URL."""
+        node = self.cluster.bao.wait_for_active()
+        self._step("kill the active Vault node ({})".format(node.number))
+        self.cluster.bao.kill(node)
+        self.cluster.bao.wait_for_active()
+        self.killed = node.number
+
+    @precondition(lambda self: self.killed is not None)
+    @rule()
+    def restart_the_killed_vault_node(self) -> None:
+        """It rejoins as a standby (and stays sealed while Vault is)."""
+        self._step("restart Vault node {}".format(self.killed))
+        self.cluster.bao.restart(self.cluster.bao.nodes[self.killed], unseal=not self.sealed)
+        self.killed = None
 
     @rule()
     def refresh_secrets(self) -> None:
@@ -397,6 +428,8 @@ class Lifecycle(RuleBasedStateMachine):
                 report(outcome, self.steps)
 
     def _settle_at_the_end(self) -> None:
+        if self.killed is not None:
+            self.restart_the_killed_vault_node()
         if self.sealed:
             self.unseal_vault()
         if not self.related:

@@ -33,6 +33,11 @@ def run_schedules(seed_value: int, steps: int = STEPS, examples: int = EXAMPLES)
     seed(seed_value)(lifecycle.schedules(steps, examples))()
 
 
+class _TimeUp(KeyboardInterrupt):
+    """EXPLORE_MINUTES have passed: the run ends after the schedule that just ended, even within a round
+    (hypothesis lets a KeyboardInterrupt through at once, without shrinking anything)."""
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt  # SIGTERM ends the run as Ctrl-C does: OpenBao and etcd stopped by process id
 
@@ -48,6 +53,7 @@ def main() -> int:
     deadline = started + minutes * 60
     violations = 0
     number = 0
+    shrinking = set()  # rounds that found a violation (never cut short)
     print(
         "exploring for {} min from seed {} ({} schedules a seed, up to {} steps each) ...".format(
             minutes, first, EXAMPLES, STEPS
@@ -71,6 +77,10 @@ def main() -> int:
         )
         if os.environ.get("EXPLORE_VERBOSE"):
             print("    " + " | ".join(steps), flush=True)
+        if outcome != "ok":
+            shrinking.add(number)  # this round found a violation: hypothesis shrinks it to the end
+        if time.monotonic() >= deadline and number not in shrinking:
+            raise _TimeUp()
 
     lifecycle.ON_SCHEDULE_END.append(progress)
     try:
@@ -80,6 +90,9 @@ def main() -> int:
             try:
                 run_schedules(seed_value)
                 outcome = "ok"
+            except _TimeUp:
+                print("seed {}: time is up ({} min), ending after its last schedule".format(seed_value, minutes))
+                break
             except Exception as error:  # an invariant broken: hypothesis printed the shrunk schedule above
                 violations += 1
                 outcome = "VIOLATION: {}".format(str(error).splitlines()[0][:200] if str(error) else type(error))

@@ -1,6 +1,6 @@
 """One deployment, put back as deployed before each use: the cost of deploying paid once.
 
-A model of the consumer on its own single-node raft OpenBao.  ``fresh()``
+A model of the consumer on its own raft OpenBao (one node unless told).  ``fresh()``
 restores the OpenBao storage from a raft snapshot (same URL, so nothing in
 the units' data changes: tokens, AppRoles, secrets and audit settings are as
 they were) and the simulated controller from a copy of its directory, so
@@ -16,11 +16,14 @@ from tests.support.openbao_raft import OpenBaoRaftCluster
 class SnapshotDeployment:
     """``units`` units of ``build`` in model ``name``, related to the vault application and settled."""
 
-    def __init__(self, charms, workdir: Path, build: str = "current", units: int = 2, name: str = "k8s") -> None:
-        self.bao = OpenBaoRaftCluster(size=1)
+    def __init__(
+        self, charms, workdir: Path, build: str = "current", units: int = 2, name: str = "k8s", vault_nodes: int = 1
+    ) -> None:
+        """``vault_nodes``: OpenBao raft nodes, one vault unit publishing each node's URL."""
+        self.bao = OpenBaoRaftCluster(size=vault_nodes)
         self.bao.start()
         try:
-            self.cluster = Cluster(self.bao, charms, workdir=str(workdir / "sim"))
+            self.cluster = Cluster(self.bao, charms, workdir=str(workdir / "sim"), vault_units=vault_nodes)
             self.model = self.cluster.add_model(name, build=build, units=units)
             self.cluster.settle()
             self.after_deploy()
@@ -38,6 +41,7 @@ class SnapshotDeployment:
 
     def fresh(self) -> Cluster:
         """The cluster as deployed: no hook run, no fault, no Vault change since."""
+        self.bao.make_whole()  # a node an earlier use killed or sealed serves again
         self.bao.restore(self.saved_storage)
         self.cluster.controller.restore(self.saved_controller)
         self.cluster.apiservers.restore(self.saved_secrets)
