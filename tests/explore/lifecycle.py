@@ -302,7 +302,7 @@ class Lifecycle(RuleBasedStateMachine):
         self.cluster.bao.wait_for_active()
         self.sealed = False
 
-    @precondition(lambda self: not self.sealed and self.killed is None)
+    @precondition(lambda self: not self.sealed and self.killed is None and len(self.cluster.bao.nodes) > 1)
     @rule()
     def kill_the_active_vault_node(self) -> None:
         """SIGKILL the node that is active (its machine lost power); the other two elect a new one.  Hooks go
