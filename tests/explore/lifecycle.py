@@ -30,8 +30,8 @@ consumer is ready and active, or shows ``blocked`` with a remedy; the remedy (th
 ``finish-encryption-key-rotation``) is followed, and then every unit is ready.
 
 Vault is a 3-node raft cluster (one vault unit per node, each publishing its node's URL, as vault units
-without a VIP do), put back by a raft snapshot before each schedule; a rule kills the active node (the other
-two elect another) and another starts it again.
+without a VIP do), its storage put back from a copy of its files before each schedule; a rule kills the
+active node (the other two elect another) and another starts it again.
 
 What it leaves out: refreshes and rollbacks and relation removal while a rotation runs (the README's
 procedure: finish the rotation first), and ``force=true``.

@@ -1,7 +1,7 @@
 """One deployment, put back as deployed before each use: the cost of deploying paid once.
 
 A model of the consumer on its own raft OpenBao (one node unless told).  ``fresh()``
-restores the OpenBao storage from a raft snapshot (same URL, so nothing in
+puts the OpenBao storage back from a copy of its files (same URL, so nothing in
 the units' data changes: tokens, AppRoles, secrets and audit settings are as
 they were) and the simulated controller from a copy of its directory, so
 every use starts from the same deployment as if it had just been made.
@@ -31,7 +31,7 @@ class SnapshotDeployment:
             self.cluster.controller.snapshot(self.saved_controller)
             self.saved_secrets = self.cluster.apiservers.snapshot()
             self.saved_relations = dict(self.cluster.relations)
-            self.saved_storage = self.bao.snapshot()
+            self.saved_storage = self.bao.save_storage()
         except BaseException:
             self.cleanup()
             raise
@@ -41,8 +41,7 @@ class SnapshotDeployment:
 
     def fresh(self) -> Cluster:
         """The cluster as deployed: no hook run, no fault, no Vault change since."""
-        self.bao.make_whole()  # a node an earlier use killed or sealed serves again
-        self.bao.restore(self.saved_storage)
+        self.bao.load_storage(self.saved_storage)  # a node an earlier use killed or sealed serves again too
         self.cluster.controller.restore(self.saved_controller)
         self.cluster.apiservers.restore(self.saved_secrets)
         self.cluster.relations = dict(self.saved_relations)
