@@ -251,7 +251,10 @@ class Lifecycle(RuleBasedStateMachine):
         self.controller.kill_at_vault_request(item["model"], item["unit"], k, files_under=ENCRYPTION_DIR)
         process = self.controller.run_hook(item)
         self.controller.stop_killing(item["model"], item["unit"])
-        self._after(item, process)
+        try:
+            self._after(item, process)
+        except _Retry:
+            return  # the vault application's hook failed while Vault is sealed: requeued, Juju runs it again
         if process.returncode == 137:
             self.controller.requeue_front(item)
 

@@ -51,3 +51,39 @@ def test_two_clusters_do_not_share_what_was_last_read(backend):
     rotation.phase(first, backend)
     second.bao.sealed = True
     assert rotation.state(second, backend) is None
+
+
+class _Controller:
+    """The simulator as the kill rule uses it: one queued hook, run once, maybe put back in the queue."""
+
+    def __init__(self, item, returncode):
+        self.item, self.returncode, self.requeued = item, returncode, []
+
+    def pop_hook(self):
+        item, self.item = self.item, None
+        return item
+
+    def kill_at_vault_request(self, *args, **kwargs):
+        pass
+
+    def stop_killing(self, *args):
+        pass
+
+    def run_hook(self, item):
+        return type("Process", (), {"returncode": self.returncode, "stderr": "sealed"})()
+
+    def requeue_front(self, item):
+        self.requeued.append(item)
+
+
+def test_a_vault_hook_the_kill_rule_ran_while_vault_was_sealed_is_run_again_not_judged():
+    """Found by the explorer (a 30-minute run, twice): the kill rule ran the vault application's next hook,
+    which fails while Vault is sealed (the tests' vault-sim does; the vault charm waits); the hook was put back
+    in the queue, and the rule then let the harness's retry signal escape as a violation."""
+    from tests.explore import lifecycle
+
+    item = {"hook": "secrets-relation-changed", "unit": "vault/0", "model": "vault"}
+    machine = lifecycle.Lifecycle.__new__(lifecycle.Lifecycle)  # no deployment: the rule alone
+    machine.controller, machine.sealed, machine.steps, machine.other = _Controller(item, 1), True, [], None
+    machine.kill_the_next_hook(k=3)
+    assert machine.controller.requeued == [item]  # run again later, once
