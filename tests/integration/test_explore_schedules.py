@@ -76,3 +76,56 @@ def test_a_unit_added_after_a_relation_readded_and_a_rollback_past_a_finished_ro
         machine.cluster.new_backend(machine.model)
     )
     assert len(set(machine.cluster.file_fingerprints(machine.model).values())) == 1
+
+
+def test_a_rotation_started_while_units_are_dying_waits_for_them_before_its_next_phase():
+    """Found by the explorer (shrunk by hypothesis): units removed while their hooks were killed, then an
+    unattended rotation started.  A dying unit is asked no acknowledgement, and the leader went on to promote
+    while the dying unit's apiserver (running until its stop hook) still had only the old key: it could not
+    read a Secret stored under key2.  Now no phase starts while a unit is dying (``coordination._waiting_for``);
+    the apiservers' check after every hook raises if one cannot read a Secret."""
+    machine = lifecycle.Lifecycle()
+    machine.starting_point(mode=EVERY_RUN, start="1.28", auto=False, hooks=16)
+    machine.refresh_secrets()
+    machine.remove_unit(index=2)
+    machine.kill_the_next_hook(k=3)
+    machine.remove_unit(index=0)
+    machine.refresh_secrets()
+    machine.kill_the_next_hook(k=3)
+    machine.remove_unit(index=3)
+    machine.kill_the_next_hook(k=1)
+    machine.kill_the_next_hook(k=1)
+    machine.rotate(auto=True)
+    machine.second_model()  # settles, the rotation with it
+    machine.teardown()
+    assert machine._phase() == "done"
+
+
+def test_an_unattended_rotation_does_not_retire_the_old_key_while_a_dying_unit_writes_with_it():
+    """Found by the explorer (shrunk by hypothesis): an unattended rotation in promote, Vault sealed, units
+    added and removed while hooks were killed.  The leader went through rewrite to retire while a dying unit
+    (its hooks queued behind, its apiserver running) still wrote with key1, the old key, which retire took out
+    of the other files.  Now the leader waits for a dying unit to be gone before any phase starts;
+    ``RotationInvariant`` (every write key in every other file) raises after the hook that would break it."""
+    machine = lifecycle.Lifecycle()
+    machine.starting_point(mode=EVERY_RUN, start="rotating", auto=True, hooks=15)
+    machine.kill_the_next_hook(k=2)
+    machine.seal_vault()
+    machine.add_unit()
+    machine.remove_unit(index=2)
+    machine.remove_unit(index=3)
+    machine.kill_the_next_hook(k=1)
+    machine.kill_the_next_hook(k=1)
+    machine.refresh_secrets()
+    machine.settle()
+    machine.remove_unit(index=1)
+    machine.settle()
+    machine.remove_unit(index=3)
+    machine.settle()
+    machine.finish()
+    machine.kill_the_next_hook(k=1)
+    machine.refresh_secrets()
+    machine.run_some_hooks(count=2)
+    machine.settle()
+    machine.teardown()
+    assert machine._phase() == "done"

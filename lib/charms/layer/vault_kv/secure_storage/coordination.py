@@ -87,12 +87,18 @@ def advance(app_kv: Any, state: Dict[str, Any], verified: bool = False) -> Dict[
 
 
 def _waiting_for(state: Dict[str, Any], units: List[str], acks: Dict[str, Any]) -> List[str]:
-    """What the leader waits for before the next phase: the units that have not acknowledged this one, and,
-    before rename-add (key1 is about to stand for the new key), units being removed: they are asked no
-    acknowledgement but may still run a file in which key1 is the old key."""
+    """What the leader waits for before the next phase: the units that have not acknowledged this one, and
+    units being removed, until they are gone.
+
+    A dying unit is asked no acknowledgement (it has left the peer relation,
+    and may never run another hook if its machine is lost), and it never
+    changes its file again; but its apiserver runs until its stop hook, with
+    the file of this phase or the one before.  Adjacent phases' files read
+    each other's Secrets, two phases apart do not (a write key missing, or
+    ``key1`` standing for another key): so no phase starts until it is gone.
+    """
     waiting = rotation_state.waiting_for(state, units, acks)
-    if rotation_state.next_phase(state) == rotation_state.RENAME_ADD:
-        waiting += ["{} (to be gone)".format(unit) for unit in rotation.dying_units()]
+    waiting += ["{} (to be gone)".format(unit) for unit in rotation.dying_units()]
     return waiting
 
 
