@@ -38,6 +38,7 @@ procedure: finish the rotation first), and ``force=true``.
 """
 
 import json
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -386,19 +387,27 @@ class Lifecycle(RuleBasedStateMachine):
     @precondition(lambda self: self.build == SECURE and self._phase() in rotation.REWRITE_PHASES)
     @rule(partial=st.booleans())
     def operator_rewrites(self, partial: bool) -> None:
+        """kubectl replace through the leader's apiserver, or another one's if the leader runs none (a unit
+        added during the rotation, held without a file, became leader)."""
         leader = rotation.leader(self.cluster, self.model)
-        if leader not in self.cluster.apiservers.running(self.model):
+        running = self.cluster.apiservers.running(self.model)
+        via = leader if leader in running else next(iter(sorted(running)), None)
+        if via is None:
             return
         self._step("rewrite the Secrets{}".format(", missing one" if partial else ""))
         names = sorted(self.cluster.apiservers.secret_names(self.model))
-        self.cluster.apiservers.rewrite(self.model, via=leader, skip=set(names[:1]) if partial else set())
+        self.cluster.apiservers.rewrite(self.model, via=via, skip=set(names[:1]) if partial else set())
 
     @precondition(lambda self: self.build == SECURE and self._rotating())
-    @rule()
-    def finish(self) -> None:
+    @rule(elsewhere=st.booleans())
+    def finish(self, elsewhere: bool = False) -> None:
+        """On the leader; or (``elsewhere``) on the first other unit, which verifies and hands the census on."""
         leader = rotation.leader(self.cluster, self.model)
-        self._step("finish-encryption-key-rotation")
-        answer = rotation.action(self.cluster, self.model, leader, "finish-encryption-key-rotation")
+        unit = leader
+        if elsewhere:
+            unit = next((other for other in self._units() if other != leader), leader)
+        self._step("finish-encryption-key-rotation{}".format("" if unit == leader else " on " + unit))
+        answer = rotation.action(self.cluster, self.model, unit, "finish-encryption-key-rotation")
         assert answer["returncode"] == 0, answer["stderr"][-2000:]
         if answer["failed"] is None and self._phase() not in rotation.REWRITE_PHASES:
             # accepted: etcd showed every Secret under the new write key at that moment
@@ -475,10 +484,12 @@ class Lifecycle(RuleBasedStateMachine):
         leader = rotation.leader(self.cluster, self.model)
         message = " ".join(status["message"] for status in blocked.values())
         if "finish-encryption-key-rotation" in message and self._phase() in rotation.REWRITE_PHASES:
+            named = re.search(r"run finish-encryption-key-rotation on ([^ ,;]+)", message)
+            where = named.group(1) if named else leader  # a leader that cannot read etcd names another unit
 
             def rewrite_and_finish() -> None:
                 self.operator_rewrites(False)
-                answer = rotation.action(self.cluster, self.model, leader, "finish-encryption-key-rotation")
+                answer = rotation.action(self.cluster, self.model, where, "finish-encryption-key-rotation")
                 assert answer["failed"] is None, "finish refused after a full rewrite: {}".format(answer["failed"])
 
             return rewrite_and_finish

@@ -129,3 +129,27 @@ def test_an_unattended_rotation_does_not_retire_the_old_key_while_a_dying_unit_w
     machine.settle()
     machine.teardown()
     assert machine._phase() == "done"
+
+
+def test_a_unit_added_during_a_rotation_that_becomes_leader_confirms_the_rewrite_with_another_units_census():
+    """Found by the explorer (shrunk by hypothesis): a unit added during a manual rotation is held without a
+    file, so its kube-apiserver is never configured; it became leader in the rewrite phase and could not read
+    etcd: finish-encryption-key-rotation was refused after a full rewrite, force=true the only way it named.
+    Now its status names the units to run it on instead; there the census is taken and handed to the leader on
+    the peer relation (``rewrite_check.verified_elsewhere``), which confirms with it.  The end of the schedule
+    follows that remedy, for both rewrites of the rotation, and asserts every unit ready."""
+    machine = lifecycle.Lifecycle()
+    machine.starting_point(mode=EVERY_RUN, start="rotating", auto=False, hooks=9)
+    machine.run_some_hooks(count=6)
+    machine.remove_unit(index=2)
+    machine.second_model()
+    machine.add_unit()
+    machine.change_leader(index=2)
+    machine.add_unit()
+    machine.finish()
+    machine.settle()
+    machine.finish()
+    machine.teardown()
+    assert machine._phase() == "done"
+    logs = "".join(machine.controller.log(machine.model, unit) for unit in machine._units())
+    assert "census found every Secret under key2" in logs  # confirmed with another unit's census

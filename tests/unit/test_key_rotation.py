@@ -321,8 +321,8 @@ def test_the_actions_refuse_off_the_leader_and_with_secure_storage_off(juju, vau
     juju["leader"] = False
     with pytest.raises(rs.RotationRefused, match="leader"):
         coordination.start()
-    with pytest.raises(rs.RotationRefused, match="leader"):
-        coordination.confirm_rewrite()
+    with pytest.raises(rs.RotationRefused, match="no rotation is running"):
+        coordination.confirm_rewrite()  # off the leader it verifies only, in a rewrite phase
     juju["leader"] = True
     (juju["charm_dir"] / "layer.yaml").write_text("{}")
     with pytest.raises(rs.RotationRefused, match="secure storage is off"):
@@ -533,3 +533,53 @@ def test_vault_put_back_to_the_old_key_mid_rotation_changes_no_file_and_the_lead
     assert vault.data["charm-app/kv/app"]["encryption_key"] == NEW
     assert vault.data["charm-app/kv/app"][rs.ROTATION_KEY] == promote  # the rest of the app data kept
     assert rotation.is_held_new_unit(promote, OLD) is False  # this unit has its file
+
+
+def test_a_leader_that_cannot_read_etcd_confirms_with_the_census_another_unit_verified(
+    juju, vault, flags, secure_storage_on, monkeypatch
+):
+    """A unit added during a rotation is held without a file (its kube-apiserver never configured); once it is
+    leader in a rewrite phase it cannot take a census.  finish-encryption-key-rotation on another unit takes it
+    there and hands it on (peer relation); the leader confirms with it and leaves the phase."""
+    from charmhelpers.core import hookenv
+
+    from charms.layer import vault_kv
+    from charms.layer.vault_kv.secure_storage import coordination, etcd_census, rewrite_check
+
+    units = {"app/0": {"status": "active"}, "app/1": {"status": "active"}}
+    hookenv.goal_state.side_effect = lambda: {"units": units}
+    rewrite = dict(started(), phase="rewrite")
+    vault.data["charm-app/kv/app"] = {"encryption_key": NEW, rs.ROTATION_KEY: rewrite}
+    for unit in units:
+        publish_ack(juju, ack(rewrite, [("key2", NEW), ("key1", OLD)], unit=unit))
+    readable = {"app/0": False, "app/1": True}  # app/0, the leader, has no kube-apiserver arguments
+
+    def take(write_key, resources, args_path=None):
+        if not readable[juju["unit"]]:
+            raise etcd_census.EtcdUnavailable("kube-apiserver's arguments are not at {}".format(args_path))
+        return etcd_census.Census(write_key, 3, 3, [], {write_key: 3})
+
+    monkeypatch.setattr(etcd_census, "take", take)
+    with pytest.raises(rs.RotationRefused, match="on another unit whose kube-apiserver runs"):
+        coordination.confirm_rewrite()
+    coordination.at_hook_exit()
+    assert "run finish-encryption-key-rotation on app/1" in juju["status"][1]
+    assert rewrite_check.verified_elsewhere(rewrite) is None
+
+    juju["unit"], juju["leader"] = "app/1", False  # the operator runs it on app/1
+    rewrite_check._found.clear()
+    with pytest.raises(rs.RotationRefused, match="leader"):
+        coordination._verify_for_the_leader(force=True)
+    answer = coordination.confirm_rewrite()
+    assert answer["verified"] == "3 of 3 Secrets under key2"
+    assert rs.is_running(vault_kv.VaultAppKV()[rs.ROTATION_KEY]) and not vault.data["charm-app/kv/app"][
+        rs.ROTATION_KEY
+    ].get("confirmed")
+
+    juju["unit"], juju["leader"] = "app/0", True  # the leader's hook that the peer relation change gives it
+    rewrite_check._found.clear()
+    vault_kv.reset_cached_state()
+    assert rewrite_check.verified_elsewhere(rewrite) == "app/1"
+    following = coordination.advance(vault_kv.VaultAppKV(), rewrite)
+    assert following["phase"] == "retire"
+    assert rewrite_check.verified_elsewhere(following) is None  # a census of one phase confirms no other

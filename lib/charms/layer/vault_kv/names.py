@@ -196,6 +196,12 @@ PEER_ROTATION_ACK = _peer(
     "(secure storage on) this unit's acknowledgement of the rotation's phase: key names and fingerprints its"
     " file holds and its apiserver runs with (JSON, never a key)",
 )
+PEER_REWRITE_VERIFIED = _peer(
+    "vault-kv-rewrite-verified",
+    "(secure storage on) finish-encryption-key-rotation run on this unit (not the leader): its census found every"
+    " Secret under the phase's write key; the leader confirms with it when it cannot take a census itself"
+    " (JSON: rotation id, phase, write key name, counts; never a key)",
+)
 PEER_ROTATION_SEEN = _peer(
     "vault-kv-rotation-seen", "(secure storage on) the leader's turn this unit relays back, so the leader gets a hook"
 )

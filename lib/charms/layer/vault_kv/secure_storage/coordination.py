@@ -175,6 +175,8 @@ def confirm_rewrite() -> Dict[str, str]:
     ``force=true``: then the operator's word is taken, and logged as such.
     """
     force = _action_param("force") in (True, "true", "True")
+    if not hookenv.is_leader():
+        return _verify_for_the_leader(force)
     app_kv = _leader_store()
     state = rotation.read_state(app_kv)
     rotation_state.confirm(state)  # refused outside a rewrite phase
@@ -194,6 +196,47 @@ def confirm_rewrite() -> Dict[str, str]:
         "phase": following["phase"],
         "verified": "no: confirmed with force=true" if force else census.progress(),
         "next": "every unit removes the old key, one at a time; follow with encryption-key-status",
+    }
+
+
+def _verify_for_the_leader(force: bool) -> Dict[str, str]:
+    """``finish-encryption-key-rotation`` on a unit other than the leader: the census taken here, handed on.
+
+    For a leader that cannot read etcd: a unit added during the rotation is
+    held without a file, so its kube-apiserver was never configured, and if
+    it becomes leader it has no etcd arguments to take a census with.  This
+    unit's census goes on the peer relation; the leader confirms with it in
+    the hook that gives it (``rewrite_check.verified_elsewhere``).  Nothing
+    is written to Vault from here: only the leader changes the rotation.
+    """
+    if not config_path():
+        raise RotationRefused("secure storage is off (the layer option encryption-config-path is empty)")
+    if force:
+        raise RotationRefused("force=true is the leader's to take: run it on the leader unit")
+    state = rotation.read_state(vault_kv.VaultAppKV())
+    rotation_state.confirm(state)  # refused outside a rewrite phase
+    found = rewrite_check.refuse_unless_rewritten(state, on_leader=False)  # type: ignore[arg-type]
+    me = hookenv.local_unit()
+    record = {
+        "unit": me,
+        "id": state["id"],
+        "phase": state["phase"],
+        "write-key": found.write_key,
+        "total": found.total,
+    }
+    if not rolling.publish_verification(record):
+        raise RotationRefused("no peer relation {} to hand the census to the leader on".format(names.PEER_RELATION))
+    _log(
+        "key rotation {}: rewrite verified on {}: {}; handed to the leader".format(
+            state["id"][:8], me, found.progress()
+        )
+    )
+    return {
+        "id": state["id"],
+        "phase": state["phase"],
+        "verified": found.progress(),
+        "next": "the leader confirms the rewrite at its next hook (soon: this census reaches it as a peer relation"
+        " change); follow with encryption-key-status",
     }
 
 
@@ -349,7 +392,12 @@ def _show_progress(state: Dict[str, Any], own_ack: Optional[Dict[str, Any]]) -> 
         acks[me] = own_ack
     waiting = _waiting_for(state, units, acks)
     if state["phase"] in rotation_state.REWRITES and not waiting:
-        vault_kv_status.show_at_exit(*rewrite_check.status_line(state))
+        running = [
+            unit
+            for unit in units
+            if unit != me and rotation_state.acknowledged(state, acks.get(unit)) and not acks[unit].get("held")
+        ]
+        vault_kv_status.show_at_exit(*rewrite_check.status_line(state, running))
         return
     turn = rolling.turn_of(state, rolling.read_turn())
     progress = rolling.describe_turn(state, units, acks, turn, me)

@@ -13,14 +13,20 @@ A rewrite phase (``rotation_state.REWRITES``) ends only when:
   silently: etcd being unreachable refuses a plain confirmation and says why;
 - or, for a rotation started with ``rewrite=auto``, the leader itself replaced
   the Secrets through the Kubernetes API (``kube_rewrite``) and a census
-  found them all under the write key.
+  found them all under the write key;
+- or the operator ran ``finish-encryption-key-rotation`` on another unit,
+  whose census found every Secret under the write key (``verified_elsewhere``),
+  and the leader's own census agrees or cannot be taken: a unit added during
+  the rotation is held without a file, so its kube-apiserver was never
+  configured and it has no etcd to read; if it becomes leader, that is the
+  way out without ``force=true``.
 
 The outcome of this hook's census or rewrite is kept for the leader's status
 (``status_line``).  Nothing here carries a value: names and counts only.
 """
 
 import time
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from charmhelpers.core import hookenv
 
@@ -30,6 +36,7 @@ from charms.layer.vault_kv.secure_storage import (
     encryption_config,
     etcd_census,
     kube_rewrite,
+    rolling,
     rotation_state,
 )
 
@@ -68,15 +75,21 @@ def census(state: Dict[str, Any], fresh: bool = False) -> etcd_census.Census:
     return found
 
 
-def refuse_unless_rewritten(state: Dict[str, Any]) -> etcd_census.Census:
+def refuse_unless_rewritten(state: Dict[str, Any], on_leader: bool = True) -> etcd_census.Census:
     """For the operator's confirmation: the census, or RotationRefused saying what is left or why it cannot tell."""
     try:
         found = census(state, fresh=True)
     except etcd_census.EtcdUnavailable as error:
+        if not on_leader:
+            raise rotation_state.RotationRefused(
+                "the rewrite cannot be verified on this unit: {}; run this action on another unit whose"
+                " kube-apiserver runs".format(error)
+            ) from None
         raise rotation_state.RotationRefused(
-            "the rewrite cannot be verified: {}; fix that and run this action again, or run it with force=true"
-            " to take your word that every Secret was rewritten (a Secret that was not becomes unreadable"
-            " when the old key leaves the files)".format(error)
+            "the rewrite cannot be verified: {}; fix that and run this action again, or run it on another unit"
+            " whose kube-apiserver runs (it verifies and hands the census to the leader), or run it here with"
+            " force=true to take your word that every Secret was rewritten (a Secret that was not becomes"
+            " unreadable when the old key leaves the files)".format(error)
         ) from None
     if not found.clean:
         raise rotation_state.RotationRefused(
@@ -102,7 +115,7 @@ def may_leave(app_kv: Any, state: Dict[str, Any], verified: bool) -> Tuple[Dict[
         try:
             found = census(state)
         except etcd_census.EtcdUnavailable:
-            return state, False
+            return state, verified_elsewhere(state) is not None
         if found.clean:
             return state, True
         withdrawn = dict(state, confirmed=False)
@@ -114,6 +127,24 @@ def may_leave(app_kv: Any, state: Dict[str, Any], verified: bool) -> Tuple[Dict[
             hookenv.WARNING,
         )
         return withdrawn, False
+    elsewhere = verified_elsewhere(state)
+    if elsewhere is not None:
+        try:
+            found = census(state)
+        except etcd_census.EtcdUnavailable:
+            found = None
+        if found is None or found.clean:
+            confirmed = dict(state, confirmed=True)
+            app_kv[rotation_state.ROTATION_KEY] = confirmed
+            _log(
+                "key rotation {}: rewrite confirmed: {}'s census found every Secret under {}{}".format(
+                    state["id"][:8],
+                    elsewhere,
+                    write_key_name(state),
+                    "" if found is None else ", and so did this unit's",
+                )
+            )
+            return confirmed, True
     if state.get("rewrite") != AUTO or not _rewrite_automatically(state):
         return state, False
     confirmed = dict(state, confirmed=True)
@@ -122,6 +153,21 @@ def may_leave(app_kv: Any, state: Dict[str, Any], verified: bool) -> Tuple[Dict[
         "key rotation {}: every Secret is under {} (unattended rewrite)".format(state["id"][:8], write_key_name(state))
     )
     return confirmed, True
+
+
+def verified_elsewhere(state: Dict[str, Any]) -> Optional[str]:
+    """The other unit whose ``finish-encryption-key-rotation`` verified this phase's rewrite, if one did.
+
+    Its census counts as the leader's would: in a rewrite phase every
+    apiserver already writes with the write key, so what was under it then
+    stays under it (a rollback or a charm's handler writing the old key back
+    is what the leader's own census, when it can take one, is there to catch).
+    """
+    wanted = (state["id"], state["phase"], write_key_name(state))
+    for unit, record in sorted(rolling.read_verifications().items()):
+        if (record.get("id"), record.get("phase"), record.get("write-key")) == wanted:
+            return unit
+    return None
 
 
 def _rewrite_automatically(state: Dict[str, Any]) -> bool:
@@ -157,16 +203,28 @@ def _rewrite_automatically(state: Dict[str, Any]) -> bool:
         return False
 
 
-def status_line(state: Dict[str, Any]) -> Tuple[str, str]:
-    """(workload state, message) for the leader in a rewrite phase with every unit there."""
+def status_line(state: Dict[str, Any], others: Sequence[str] = ()) -> Tuple[str, str]:
+    """(workload state, message) for the leader in a rewrite phase with every unit there.
+
+    ``others``: the other units whose apiservers run with the phase's file,
+    where the operator can run ``finish-encryption-key-rotation`` when this
+    unit cannot read etcd.
+    """
     phase_number = "{} of {}".format(rotation_state.REWRITES[state["phase"]], rotation_state.rewrites_in(state))
     try:
         found = census(state)
     except etcd_census.EtcdUnavailable as error:
+        elsewhere = (
+            "run finish-encryption-key-rotation on {} (it verifies there), or here with force=true".format(
+                " or ".join(others)
+            )
+            if others
+            else "run finish-encryption-key-rotation force=true"
+        )
         return "blocked", (
-            "key rotation: rewrite stored Secrets ({}); the rewrite cannot be verified: {}; once every Secret is"
-            " rewritten ({}), run finish-encryption-key-rotation force=true; {}".format(
-                phase_number, error, rotation_state.REWRITE_COMMANDS, rotation_state.NO_REFRESH
+            "key rotation: rewrite stored Secrets ({}); the rewrite cannot be verified on this unit: {}; once every"
+            " Secret is rewritten ({}), {}; {}".format(
+                phase_number, error, rotation_state.REWRITE_COMMANDS, elsewhere, rotation_state.NO_REFRESH
             )
         )
     if state.get("rewrite") == AUTO:

@@ -245,6 +245,36 @@ def publish_acknowledgement(ack: Dict[str, Any]) -> bool:
     return True
 
 
+def publish_verification(record: Dict[str, Any]) -> bool:
+    """Put this unit's verified census on the peer relation (the leader gets relation-changed); False without one.
+
+    Written from the ``finish-encryption-key-rotation`` action run on a unit
+    other than the leader (relation-set works in an action's context).
+    """
+    rid = peer_relation_id()
+    if rid is None:
+        return False
+    hookenv.relation_set(rid, {names.PEER_REWRITE_VERIFIED: json.dumps(record, sort_keys=True)})
+    return True
+
+
+def read_verifications() -> Dict[str, Dict[str, Any]]:
+    """The other units' verified censuses on the peer relation, by unit name (malformed ones left out)."""
+    rid = peer_relation_id()
+    if rid is None:
+        return {}
+    found: Dict[str, Dict[str, Any]] = {}
+    for unit in hookenv.related_units(rid):
+        raw = hookenv.relation_get(names.PEER_REWRITE_VERIFIED, unit=unit, rid=rid)
+        try:
+            record = json.loads(raw) if raw else None
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and record.get("unit") == unit:
+            found[unit] = record
+    return found
+
+
 def relay_if_witness() -> None:
     """The witness relays the leader's turn back on the peer relation, so the leader gets its next hook.
 
