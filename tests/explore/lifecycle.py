@@ -15,7 +15,7 @@ the layer's documented procedure allow it:
 - charm: upgrade to the build with backend ``charm-{model-uuid}-{app}`` and secure storage on; roll back to
   the first build; refresh to kubernetes-control-plane 1.29+ (kcp-ops);
 - rotation: rotate (manual or ``rewrite=auto``); the operator's rewrite, complete or missing one Secret;
-  ``finish-encryption-key-rotation``;
+  ``finish-encryption-key-rotation`` on the leader or on another unit;
 - a second model sharing the Vault (one unit of the current build), whose key must never change.
 
 A schedule starts from the 1.27 build, from the build with this layer (upgraded and settled), or in the
