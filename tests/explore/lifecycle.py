@@ -65,6 +65,13 @@ TOTALS = {"schedules": 0, "steps": 0, "hooks": 0}
 LAST: List[str] = []
 #: called with the steps at the end of every schedule (make explore's progress line)
 ON_SCHEDULE_END: List[Any] = []
+#: a signal make explore was sent: no hook runs any more, in whatever schedule hypothesis runs (shrinking too)
+STOP: List[int] = []
+
+
+class Stopped(KeyboardInterrupt):
+    """make explore was told to stop (SIGTERM): raised before every hook, so no phase of hypothesis' can go on
+    (its replay of a failing schedule catches even a KeyboardInterrupt once; the next hook raises it again)."""
 
 
 class _Retry(Exception):
@@ -161,6 +168,8 @@ class Lifecycle(RuleBasedStateMachine):
     def _run(self, limit: int) -> int:
         ran = 0
         while ran < limit:
+            if STOP:
+                raise Stopped()
             item = self.controller.pop_hook()
             if item is None:
                 break
@@ -245,6 +254,8 @@ class Lifecycle(RuleBasedStateMachine):
     @rule(k=st.integers(1, 6))
     def kill_the_next_hook(self, k: int) -> None:
         """The next queued hook dies at its k-th Vault request or file write; Juju runs it again later."""
+        if STOP:
+            raise Stopped()
         item = self.controller.pop_hook()
         if item is None:
             return

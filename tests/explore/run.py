@@ -6,6 +6,7 @@ Each round is ``EXPLORE_EXAMPLES`` schedules (default 10) drawn by hypothesis fr
 hypothesis, which prints the smallest schedule it found as the calls that replay it; the runner prints
 the seed beside it and keeps every failure in ``build/explore/violations.txt``.  A progress line follows
 each schedule; the last line gives the schedules and steps run and the violations found.  Exits 1 when it found any.
+SIGTERM (or Ctrl-C) ends it within a hook, shrinking or not, and stops every server it started.
 """
 
 import os
@@ -39,7 +40,10 @@ class _TimeUp(KeyboardInterrupt):
 
 
 def _interrupt(signum, frame):
-    raise KeyboardInterrupt  # SIGTERM ends the run as Ctrl-C does: OpenBao and etcd stopped by process id
+    """SIGTERM ends the run as Ctrl-C does (OpenBao and etcd stopped by process id), and stays said: every hook
+    the explorer would run next raises again, should hypothesis have caught the first (its shrinking does)."""
+    lifecycle.STOP.append(signum)
+    raise lifecycle.Stopped()
 
 
 def main() -> int:
@@ -52,6 +56,7 @@ def main() -> int:
     started = time.monotonic()
     deadline = started + minutes * 60
     violations = 0
+    interrupted = 0
     number = 0
     shrinking = set()  # rounds that found a violation (never cut short)
     print(
@@ -79,6 +84,8 @@ def main() -> int:
             print("    " + " | ".join(steps), flush=True)
         if outcome != "ok":
             shrinking.add(number)  # this round found a violation: hypothesis shrinks it to the end
+        if lifecycle.STOP:
+            raise lifecycle.Stopped()
         if time.monotonic() >= deadline and number not in shrinking:
             raise _TimeUp()
 
@@ -94,11 +101,27 @@ def main() -> int:
                 print("seed {}: time is up ({} min), ending after its last schedule".format(seed_value, minutes))
                 break
             except Exception as error:  # an invariant broken: hypothesis printed the shrunk schedule above
+                if lifecycle.STOP:  # what hypothesis made of the signal: not a violation
+                    print("seed {}: stopped by signal {}".format(seed_value, lifecycle.STOP[0]))
+                    break
                 violations += 1
                 outcome = "VIOLATION: {}".format(str(error).splitlines()[0][:200] if str(error) else type(error))
                 with open(out / "violations.txt", "a") as handle:
                     handle.write("seed {}\n{}\n\n".format(seed_value, traceback.format_exc()))
             print("seed {} done: {}; {} violations so far".format(seed_value, outcome, violations), flush=True)
+    except KeyboardInterrupt:
+        interrupted = 128 + (lifecycle.STOP[0] if lifecycle.STOP else signal.SIGINT)
+        if number in shrinking:  # a violation found in this round, its shrinking cut short
+            violations += 1
+        print(
+            "stopped by {}{}; OpenBao and etcd are stopped next".format(
+                "signal {}".format(lifecycle.STOP[0]) if lifecycle.STOP else "Ctrl-C",
+                " while shrinking a violation (the schedule printed last is not the smallest)"
+                if number in shrinking
+                else "",
+            ),
+            flush=True,
+        )
     finally:
         lifecycle.close()
     totals = lifecycle.TOTALS
@@ -113,7 +136,7 @@ def main() -> int:
             " (see build/explore/violations.txt)" if violations else "",
         )
     )
-    return 1 if violations else 0
+    return 1 if violations else interrupted
 
 
 if __name__ == "__main__":

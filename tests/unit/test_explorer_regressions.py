@@ -87,3 +87,21 @@ def test_a_vault_hook_the_kill_rule_ran_while_vault_was_sealed_is_run_again_not_
     machine.controller, machine.sealed, machine.steps, machine.other = _Controller(item, 1), True, [], None
     machine.kill_the_next_hook(k=3)
     assert machine.controller.requeued == [item]  # run again later, once
+
+
+def test_once_make_explore_is_told_to_stop_no_further_hook_runs_in_any_schedule(monkeypatch):
+    """Seen in a 30-minute run: a SIGTERM that arrived while hypothesis was shrinking a violation did not end
+    make explore (hypothesis caught it, and went on running schedules); a second one did.  Now the signal is
+    remembered, and every hook the explorer would run next raises it again, whichever schedule asks."""
+    from tests.explore import lifecycle
+
+    monkeypatch.setattr(lifecycle, "STOP", [15])
+    item = {"hook": "update-status", "unit": "kubernetes-control-plane/0", "model": "m"}
+    machine = lifecycle.Lifecycle.__new__(lifecycle.Lifecycle)  # no deployment: the runner of hooks alone
+    machine.controller, machine.sealed, machine.steps, machine.other = _Controller(item, 0), False, [], None
+    with pytest.raises(lifecycle.Stopped):
+        machine._run(10)
+    with pytest.raises(lifecycle.Stopped):
+        machine.kill_the_next_hook(k=1)
+    assert machine.controller.item is item  # never taken from the queue, never run
+    assert issubclass(lifecycle.Stopped, KeyboardInterrupt)  # not an Exception: never counted as a violation
