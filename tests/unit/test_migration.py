@@ -433,8 +433,11 @@ def test_a_rollback_carries_a_value_changed_since_the_move_and_forward_again_car
     assert LEGACY + "/kv/migration" not in legacy_unit.data
     vault_kv.reset_cached_state()
     _write_as_the_charm("encryption_key", "ROTATED")
+    legacy_unit.requests.clear()
     _move_to(juju, flags, json.dumps({}))  # the rollback
     assert legacy_unit.data[LEGACY + "/kv/app"]["encryption_key"] == "ROTATED"
+    marker_reads = [r for r in legacy_unit.requests if r[1].endswith(LEGACY + "/kv/migration") and r[0] == "read"]
+    assert len(marker_reads) == 1  # read once by the move's copy, which then writes it
     _write_as_the_charm("encryption_key", "CHANGED-WHILE-ROLLED-BACK")
     _move_to(juju, flags, model_scoped)  # forward again
     assert legacy_unit.data[NEW + "/kv/app"]["encryption_key"] == "CHANGED-WHILE-ROLLED-BACK"

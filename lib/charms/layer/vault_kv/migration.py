@@ -226,7 +226,9 @@ def copy_app_data(new_session: VaultSession, backend: str, current: Dict[str, An
     else:
         clear_flag(FLAG_LEGACY_UNREADABLE)
     updates: Dict[str, Any] = {}
-    left_behind = _left_behind(new_session, backend, current)
+    marker = "{}/{}".format(backend, MARKER)
+    first = new_session.read(marker) is None  # no unit filled the backend in this move yet
+    left_behind = _left_behind(new_session, backend, current) if first else []
     for key in sorted(set(legacy or {}) | set(vault_kv_local_copies.registered_keys())):
         local = vault_kv_local_copies.local_value(key)
         if key in current:
@@ -259,8 +261,7 @@ def copy_app_data(new_session: VaultSession, backend: str, current: Dict[str, An
         wrong = sorted(k for k in merged if canonical_json(back.get(k)) != canonical_json(merged[k]))
         if wrong:
             raise MigrationFailed("read-back of {} differs for {}".format(path, ", ".join(wrong)))
-    marker = "{}/{}".format(backend, MARKER)
-    if new_session.read(marker) is None:
+    if first:
         source = (unitdata.kv().get(KV_LEGACY) or {}).get("backend")
         new_session.write(
             marker,
@@ -276,12 +277,10 @@ def copy_app_data(new_session: VaultSession, backend: str, current: Dict[str, An
 def _left_behind(new_session: VaultSession, backend: str, current: Dict[str, Any]) -> List[str]:
     """The keys of ``current`` whose values are still those the application left in ``backend``.
 
-    Only for the first unit that fills the backend in this move (no marker
-    yet) and only where a departure record says what was left: a value that
-    changed since someone else wrote it, and it stays.
+    Asked only by the first unit that fills the backend in this move (no
+    marker yet), and only where a departure record says what was left: a
+    value that changed since someone else wrote it, and it stays.
     """
-    if new_session.read("{}/{}".format(backend, MARKER)) is not None:
-        return []
     departure = new_session.read("{}/{}".format(backend, DEPARTURE)) or {}
     hashes = departure.get("hashes") if isinstance(departure, dict) else None
     if not isinstance(hashes, dict):
