@@ -478,6 +478,8 @@ def test_the_leader_waits_for_a_dying_unit_to_go_before_any_phase_starts(juju, v
     app_kv = vault_kv.VaultAppKV()
     assert coordination.advance(app_kv, retire)["phase"] == "retire"  # app/1 may still read key1 as the old key
     assert coordination.status_report()["waiting-for"] == "app/1 (to be gone)"
+    coordination.at_hook_exit()
+    assert juju["status"][0] == "waiting" and "waits for app/1 to be removed" in juju["status"][1]
     del units["app/1"]
     assert coordination.advance(app_kv, retire)["phase"] == "rename-add"
     add = started()

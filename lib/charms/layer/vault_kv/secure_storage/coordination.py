@@ -391,6 +391,15 @@ def _show_progress(state: Dict[str, Any], own_ack: Optional[Dict[str, Any]]) -> 
     if own_ack is not None:
         acks[me] = own_ack
     waiting = _waiting_for(state, units, acks)
+    dying = rotation.dying_units()
+    if dying and not rotation_state.waiting_for(state, units, acks):
+        vault_kv_status.show_at_exit(
+            "waiting",
+            "key rotation phase {}: every unit done; the next phase waits for {} to be removed (its"
+            " kube-apiserver may still run with an earlier file); if its machine is gone: juju remove-unit"
+            " --force {}; {}".format(state["phase"], ", ".join(dying), " ".join(dying), rotation_state.NO_REFRESH),
+        )
+        return
     if state["phase"] in rotation_state.REWRITES and not waiting:
         running = [
             unit
