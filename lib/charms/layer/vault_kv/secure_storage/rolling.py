@@ -215,18 +215,24 @@ def peer_relation_id() -> Optional[str]:
 
 def read_acknowledgements() -> Dict[str, Any]:
     """Every unit's acknowledgement on the peer relation (this unit's own included), by unit name."""
+    return _peer_records(names.PEER_ROTATION_ACK, own=True)
+
+
+def _peer_records(field: str, own: bool) -> Dict[str, Dict[str, Any]]:
+    """Each unit's JSON record under ``field`` on the peer relation (``own``: this unit's too), by unit name;
+    a record that does not parse, or names another unit than the one that wrote it, is left out."""
     rid = peer_relation_id()
     if rid is None:
         return {}
-    found: Dict[str, Any] = {}
-    for unit in [hookenv.local_unit()] + list(hookenv.related_units(rid)):
-        raw = hookenv.relation_get(names.PEER_ROTATION_ACK, unit=unit, rid=rid)
+    found: Dict[str, Dict[str, Any]] = {}
+    for unit in ([hookenv.local_unit()] if own else []) + list(hookenv.related_units(rid)):
+        raw = hookenv.relation_get(field, unit=unit, rid=rid)
         try:
-            ack = json.loads(raw) if raw else None
+            record = json.loads(raw) if raw else None
         except ValueError:
-            ack = None
-        if isinstance(ack, dict) and ack.get("unit") == unit:
-            found[unit] = ack
+            record = None
+        if isinstance(record, dict) and record.get("unit") == unit:
+            found[unit] = record
     return found
 
 
@@ -260,19 +266,7 @@ def publish_verification(record: Dict[str, Any]) -> bool:
 
 def read_verifications() -> Dict[str, Dict[str, Any]]:
     """The other units' verified censuses on the peer relation, by unit name (malformed ones left out)."""
-    rid = peer_relation_id()
-    if rid is None:
-        return {}
-    found: Dict[str, Dict[str, Any]] = {}
-    for unit in hookenv.related_units(rid):
-        raw = hookenv.relation_get(names.PEER_REWRITE_VERIFIED, unit=unit, rid=rid)
-        try:
-            record = json.loads(raw) if raw else None
-        except ValueError:
-            record = None
-        if isinstance(record, dict) and record.get("unit") == unit:
-            found[unit] = record
-    return found
+    return _peer_records(names.PEER_REWRITE_VERIFIED, own=False)
 
 
 def relay_if_witness() -> None:
