@@ -101,14 +101,17 @@ def main() -> int:
                 print("seed {}: time is up ({} min), ending after its last schedule".format(seed_value, minutes))
                 break
             except Exception as error:  # an invariant broken: hypothesis printed the shrunk schedule above
-                if lifecycle.STOP:  # what hypothesis made of the signal: not a violation
+                if lifecycle.STOP and number not in shrinking:  # what hypothesis made of the signal alone
                     print("seed {}: stopped by signal {}".format(seed_value, lifecycle.STOP[0]))
+                    interrupted = 128 + lifecycle.STOP[0]
                     break
                 violations += 1
                 outcome = "VIOLATION: {}".format(str(error).splitlines()[0][:200] if str(error) else type(error))
                 with open(out / "violations.txt", "a") as handle:
                     handle.write("seed {}\n{}\n\n".format(seed_value, traceback.format_exc()))
             print("seed {} done: {}; {} violations so far".format(seed_value, outcome, violations), flush=True)
+            if lifecycle.STOP:
+                break
     except KeyboardInterrupt:
         interrupted = 128 + (lifecycle.STOP[0] if lifecycle.STOP else signal.SIGINT)
         if number in shrinking:  # a violation found in this round, its shrinking cut short

@@ -585,3 +585,54 @@ def test_a_leader_that_cannot_read_etcd_confirms_with_the_census_another_unit_ve
     following = coordination.advance(vault_kv.VaultAppKV(), rewrite)
     assert following["phase"] == "retire"
     assert rewrite_check.verified_elsewhere(following) is None  # a census of one phase confirms no other
+
+
+def test_a_census_from_another_unit_that_the_leaders_own_contradicts_is_never_used_again(
+    juju, vault, flags, secure_storage_on, monkeypatch
+):
+    """The leader's census, when it can take one, decides; a census it contradicted (or one taken before a
+    confirmation was withdrawn) does not come back when etcd fails the leader for a moment later."""
+    from charmhelpers.core import hookenv
+
+    from charms.layer import vault_kv
+    from charms.layer.vault_kv.secure_storage import coordination, etcd_census, rewrite_check
+
+    units = {"app/0": {"status": "active"}, "app/1": {"status": "active"}}
+    hookenv.goal_state.side_effect = lambda: {"units": units}
+    rewrite = dict(started(), phase="rewrite")
+    vault.data["charm-app/kv/app"] = {"encryption_key": NEW, rs.ROTATION_KEY: rewrite}
+    for unit in units:
+        publish_ack(juju, ack(rewrite, [("key2", NEW), ("key1", OLD)], unit=unit))
+    etcd = {"app/0": "clean", "app/1": "clean"}
+
+    def take(write_key, resources, args_path=None):
+        found = etcd[juju["unit"]]
+        if found == "down":
+            raise etcd_census.EtcdUnavailable("etcd could not be read")
+        if found == "clean":
+            return etcd_census.Census(write_key, 3, 3, [], {write_key: 3})
+        return etcd_census.Census(write_key, 3, 2, ["ns/late"], {write_key: 2, "key1": 1})
+
+    monkeypatch.setattr(etcd_census, "take", take)
+
+    def as_unit(unit, leader):
+        juju["unit"], juju["leader"] = unit, leader
+        rewrite_check._found.clear()
+        vault_kv.reset_cached_state()
+
+    def state_now():
+        return vault.data["charm-app/kv/app"][rs.ROTATION_KEY]
+
+    as_unit("app/1", False)
+    coordination.confirm_rewrite()  # app/1 verifies: clean there
+    as_unit("app/0", True)
+    etcd["app/0"] = "unclean"  # a Secret written under key1 since (a charm's handler, a rollback)
+    assert coordination.advance(vault_kv.VaultAppKV(), state_now())["phase"] == "rewrite"
+    assert not state_now().get("confirmed") and state_now()["withdrawals"] == 1
+    etcd["app/0"] = "down"  # a passing etcd failure on the leader
+    as_unit("app/0", True)
+    assert coordination.advance(vault_kv.VaultAppKV(), state_now())["phase"] == "rewrite"  # the stale one: no
+    as_unit("app/1", False)
+    coordination.confirm_rewrite()  # verified again, after the Secret was rewritten
+    as_unit("app/0", True)
+    assert coordination.advance(vault_kv.VaultAppKV(), state_now())["phase"] == "retire"

@@ -433,11 +433,8 @@ def test_a_rollback_carries_a_value_changed_since_the_move_and_forward_again_car
     assert LEGACY + "/kv/migration" not in legacy_unit.data
     vault_kv.reset_cached_state()
     _write_as_the_charm("encryption_key", "ROTATED")
-    legacy_unit.requests.clear()
     _move_to(juju, flags, json.dumps({}))  # the rollback
     assert legacy_unit.data[LEGACY + "/kv/app"]["encryption_key"] == "ROTATED"
-    marker_reads = [r for r in legacy_unit.requests if r[1].endswith(LEGACY + "/kv/migration") and r[0] == "read"]
-    assert len(marker_reads) == 1  # read once by the move's copy, which then writes it
     _write_as_the_charm("encryption_key", "CHANGED-WHILE-ROLLED-BACK")
     _move_to(juju, flags, model_scoped)  # forward again
     assert legacy_unit.data[NEW + "/kv/app"]["encryption_key"] == "CHANGED-WHILE-ROLLED-BACK"
@@ -463,5 +460,8 @@ def test_a_second_unit_moving_back_does_not_replace_what_the_first_filled(legacy
     vault_kv.reset_cached_state()
     _write_as_the_charm("encryption_key", "ROTATED")
     legacy_unit.data[LEGACY + "/kv/migration"] = {"from": NEW, "keys": ["encryption_key"], "missing": []}
+    legacy_unit.requests.clear()
     _move_to(juju, flags, json.dumps({}))
     assert legacy_unit.data[LEGACY + "/kv/app"]["encryption_key"] == KEY
+    marker_reads = [r for r in legacy_unit.requests if r[0] == "read" and r[1].endswith(LEGACY + "/kv/migration")]
+    assert len(marker_reads) == 1  # a unit with nothing to write reads the marker once (it was twice)

@@ -261,6 +261,8 @@ def copy_app_data(new_session: VaultSession, backend: str, current: Dict[str, An
         wrong = sorted(k for k in merged if canonical_json(back.get(k)) != canonical_json(merged[k]))
         if wrong:
             raise MigrationFailed("read-back of {} differs for {}".format(path, ", ".join(wrong)))
+    if first and updates:
+        first = new_session.read(marker) is None  # another unit may have filled it while this one wrote
     if first:
         source = (unitdata.kv().get(KV_LEGACY) or {}).get("backend")
         new_session.write(

@@ -199,7 +199,7 @@ PEER_ROTATION_ACK = _peer(
 PEER_REWRITE_VERIFIED = _peer(
     "vault-kv-rewrite-verified",
     "(secure storage on) finish-encryption-key-rotation run on this unit (not the leader): its census found every"
-    " Secret under the phase's write key; the leader confirms with it when it cannot take a census itself"
+    " Secret under the phase's write key; the leader confirms with it unless its own census disagrees"
     " (JSON: rotation id, phase, write key name, counts; never a key)",
 )
 PEER_ROTATION_SEEN = _peer(

@@ -168,11 +168,13 @@ def _action_param(name: str) -> Any:
 
 
 def confirm_rewrite() -> Dict[str, str]:
-    """Record that the stored Secrets were rewritten with the new key (leader only, in a rewrite phase).
+    """Record that the stored Secrets were rewritten with the new key (in a rewrite phase).
 
-    Refused while etcd shows Secrets not under the new write key, naming the
-    first of them, or while etcd cannot be read (the answer says why), unless
-    ``force=true``: then the operator's word is taken, and logged as such.
+    On the leader: refused while etcd shows Secrets not under the new write
+    key, naming the first of them, or while etcd cannot be read (the answer
+    says why), unless ``force=true``: then the operator's word is taken, and
+    logged as such.  On another unit: verified there and handed to the
+    leader (``_verify_for_the_leader``).
     """
     force = _action_param("force") in (True, "true", "True")
     if not hookenv.is_leader():
@@ -217,14 +219,7 @@ def _verify_for_the_leader(force: bool) -> Dict[str, str]:
     rotation_state.confirm(state)  # refused outside a rewrite phase
     found = rewrite_check.refuse_unless_rewritten(state, on_leader=False)  # type: ignore[arg-type]
     me = hookenv.local_unit()
-    record = {
-        "unit": me,
-        "id": state["id"],
-        "phase": state["phase"],
-        "write-key": found.write_key,
-        "total": found.total,
-    }
-    if not rolling.publish_verification(record):
+    if not rolling.publish_verification(rewrite_check.verification_record(state, me, found)):  # type: ignore
         raise RotationRefused("no peer relation {} to hand the census to the leader on".format(names.PEER_RELATION))
     _log(
         "key rotation {}: rewrite verified on {}: {}; handed to the leader".format(
@@ -391,16 +386,19 @@ def _show_progress(state: Dict[str, Any], own_ack: Optional[Dict[str, Any]]) -> 
     if own_ack is not None:
         acks[me] = own_ack
     waiting = _waiting_for(state, units, acks)
-    dying = rotation.dying_units()
-    if dying and not rotation_state.waiting_for(state, units, acks):
+    others_dying = [unit for unit in rotation.dying_units() if unit != me]  # a dying leader: the next one goes on
+    rewrite_asked = state["phase"] in rotation_state.REWRITES and not state.get("confirmed")
+    if others_dying and not rewrite_asked and not rotation_state.waiting_for(state, units, acks):
         vault_kv_status.show_at_exit(
             "waiting",
             "key rotation phase {}: every unit done; the next phase waits for {} to be removed (its"
             " kube-apiserver may still run with an earlier file); if its machine is gone: juju remove-unit"
-            " --force {}; {}".format(state["phase"], ", ".join(dying), " ".join(dying), rotation_state.NO_REFRESH),
+            " --force {}; {}".format(
+                state["phase"], ", ".join(others_dying), " ".join(others_dying), rotation_state.NO_REFRESH
+            ),
         )
         return
-    if state["phase"] in rotation_state.REWRITES and not waiting:
+    if state["phase"] in rotation_state.REWRITES and not rotation_state.waiting_for(state, units, acks):
         running = [
             unit
             for unit in units

@@ -106,8 +106,11 @@ def may_leave(app_kv: Any, state: Dict[str, Any], verified: bool) -> Tuple[Dict[
     Leaves on a forced confirmation, on one verified in this hook, or on one
     a census now confirms; a census that finds Secrets not under the write
     key withdraws the confirmation (written to Vault, logged, shown).  A
-    rotation with ``rewrite=auto`` rewrites and confirms here itself.  etcd
-    unreadable: stays, and the status says why.
+    census another unit verified (``verified_elsewhere``) confirms unless
+    this unit's own census disagrees, which makes that census stale (so a
+    passing etcd failure here later cannot bring it back).  A rotation with
+    ``rewrite=auto`` rewrites and confirms here itself.  etcd unreadable and
+    no census from elsewhere: stays, and the status says why.
     """
     if state.get("confirmed"):
         if state.get("forced") or verified:
@@ -118,7 +121,7 @@ def may_leave(app_kv: Any, state: Dict[str, Any], verified: bool) -> Tuple[Dict[
             return state, verified_elsewhere(state) is not None
         if found.clean:
             return state, True
-        withdrawn = dict(state, confirmed=False)
+        withdrawn = dict(state, confirmed=False, withdrawals=_withdrawals(state) + 1)
         app_kv[rotation_state.ROTATION_KEY] = withdrawn
         _log(
             "key rotation {}: confirmation withdrawn: {} Secrets are not under {} ({})".format(
@@ -145,6 +148,14 @@ def may_leave(app_kv: Any, state: Dict[str, Any], verified: bool) -> Tuple[Dict[
                 )
             )
             return confirmed, True
+        state = dict(state, withdrawals=_withdrawals(state) + 1)  # that census is stale: never used again
+        app_kv[rotation_state.ROTATION_KEY] = state
+        _log(
+            "key rotation {}: {}'s census is stale: {} Secrets are not under {} now ({})".format(
+                state["id"][:8], elsewhere, found.remaining, found.write_key, found.first_missing()
+            ),
+            hookenv.WARNING,
+        )
     if state.get("rewrite") != AUTO or not _rewrite_automatically(state):
         return state, False
     confirmed = dict(state, confirmed=True)
@@ -163,11 +174,29 @@ def verified_elsewhere(state: Dict[str, Any]) -> Optional[str]:
     stays under it (a rollback or a charm's handler writing the old key back
     is what the leader's own census, when it can take one, is there to catch).
     """
-    wanted = (state["id"], state["phase"], write_key_name(state))
+    wanted = (state["id"], state["phase"], write_key_name(state), _withdrawals(state))
     for unit, record in sorted(rolling.read_verifications().items()):
-        if (record.get("id"), record.get("phase"), record.get("write-key")) == wanted:
+        if (record.get("id"), record.get("phase"), record.get("write-key"), record.get("withdrawals", 0)) == wanted:
             return unit
     return None
+
+
+def verification_record(state: Dict[str, Any], unit: str, found: etcd_census.Census) -> Dict[str, Any]:
+    """What a unit other than the leader hands on after a clean census: names and counts, and how many
+    confirmations were withdrawn so far (a withdrawal makes every earlier census stale)."""
+    return {
+        "unit": unit,
+        "id": state["id"],
+        "phase": state["phase"],
+        "write-key": found.write_key,
+        "total": found.total,
+        "withdrawals": _withdrawals(state),
+    }
+
+
+def _withdrawals(state: Dict[str, Any]) -> int:
+    count = state.get("withdrawals", 0)
+    return count if isinstance(count, int) else 0
 
 
 def _rewrite_automatically(state: Dict[str, Any]) -> bool:
