@@ -114,6 +114,32 @@ def test_the_leaders_removal_elects_another(controller):
     assert controller.leader(model, APP) == controller.units(model, APP)[0] != leader
 
 
+def test_a_unit_added_after_every_unit_was_removed_becomes_leader(controller):
+    """Found by the explorer: every unit removed, the leader last (no unit alive to hand leadership to); a
+    unit added then never became leader, so a rotation it had to finish stood still.  Juju elects a unit once
+    the leader is gone: one added before that when it goes, one added after at once."""
+    controller, model = controller
+    first, second, third = controller.units(model, APP)
+    leader = controller.leader(model, APP)
+    for unit in [u for u in (first, second, third) if u != leader] + [leader]:
+        controller.remove_unit(model, unit)
+    early = controller.add_unit(model, APP)  # before the dying leader is gone
+    assert controller.leader(model, APP) == leader
+    controller.settle(fail_fast=True)
+    assert controller.units(model, APP) == [early]
+    assert controller.leader(model, APP) == early
+    assert "leader-elected" in [item["hook"] for item in controller.hooks_run if item["unit"] == early]
+    controller.remove_unit(model, early)
+    controller.settle(fail_fast=True)
+    assert controller.leader(model, APP) is None  # nobody to lead
+    late = controller.add_unit(model, APP)
+    controller.settle(fail_fast=True)
+    assert controller.leader(model, APP) == late
+    assert "leader-elected" in [item["hook"] for item in controller.hooks_run if item["unit"] == late]
+    with controller.in_hook(model, late):
+        assert hookenv.is_leader()
+
+
 def test_a_refresh_to_a_charm_without_the_peer_endpoint_is_refused_as_juju_refuses_it(controller, charms, tmp_path):
     controller, model = controller
     stripped = tmp_path / "without-coordinator"

@@ -247,6 +247,8 @@ class Controller:
                 "dir": str(unit_dir),
             }
             charm = application["charm"]
+            if application.get("leader") is None:
+                application["leader"] = name  # nobody leads (the last leader was removed): Juju elects this one
             leader = application["leader"] == name
         unit_dir.mkdir(parents=True, exist_ok=True)
         (unit_dir / "var-upper").mkdir(exist_ok=True)
@@ -488,9 +490,24 @@ class Controller:
             key = unit_key(item["model"], item["unit"])
             if not state["units"].get(key, {}).get("dying"):
                 return
+            app = state["units"][key]["app"]
             del state["units"][key]
             for relation in state["relations"].values():
                 relation["data"].pop(key, None)
+            application = state["models"][item["model"]]["apps"][app]
+            if application.get("leader") == item["unit"]:
+                # a leader removed with no other unit alive kept leading until gone; now Juju elects a unit
+                # added since, or nobody until one is added
+                remaining = app_units(state, item["model"], app, dying=False)
+                application["leader"] = remaining[0] if remaining else None
+                for other in app_units(state, item["model"], app):
+                    if other != item["unit"]:
+                        queue_hook(
+                            state,
+                            item["model"],
+                            other,
+                            "leader-elected" if other == application["leader"] else "leader-settings-changed",
+                        )
             state["queue"] = [
                 queued
                 for queued in state["queue"]

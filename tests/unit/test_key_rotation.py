@@ -636,3 +636,33 @@ def test_a_census_from_another_unit_that_the_leaders_own_contradicts_is_never_us
     coordination.confirm_rewrite()  # verified again, after the Secret was rewritten
     as_unit("app/0", True)
     assert coordination.advance(vault_kv.VaultAppKV(), state_now())["phase"] == "retire"
+
+
+def test_units_added_after_every_unit_with_the_keys_was_removed_get_their_file_where_key1_keeps_its_key(
+    juju, vault, flags, secure_storage_on
+):
+    """Found by the explorer: every unit that had the keys was removed during a rotation; the unit left had
+    been added since and was held without a file, so no apiserver ran and the rotation could never finish
+    (its rewrite could be neither done nor verified; force=true would have lost the Secrets under key2).
+    Where the charm's own first file gives key1 no second key (retire and the rename phases), a unit with no
+    one to keep in step is not held; in promote and rewrite, where key1 is still the old key, it is."""
+    from charmhelpers.core import hookenv
+
+    from charms.layer.vault_kv.secure_storage import rotation
+
+    units = {"app/0": {"status": "active"}, "app/1": {"status": "dying"}}
+    hookenv.goal_state.side_effect = lambda: {"units": units}
+    for phase in ("promote", "rewrite", "retire", "rename-add", "rename-promote", "rename-rewrite"):
+        state = dict(started(), phase=phase)
+        fits = phase not in ("promote", "rewrite")
+        publish_ack(juju, ack(state, [("key2", NEW), ("key1", OLD)], unit="app/1"))
+        assert rotation.is_held_new_unit(state, NEW) is not fits, phase  # only app/1 had a file, and it is dying
+        units["app/2"] = {"status": "active"}
+        publish_ack(juju, ack(state, [("key2", NEW), ("key1", OLD)], unit="app/2"))
+        assert rotation.is_held_new_unit(state, NEW), phase  # another unit has a file: held as ever
+        del units["app/2"]
+        held_only = dict(ack(state, [], unit="app/2"), held=True)
+        units["app/2"] = {"status": "active"}
+        publish_ack(juju, held_only)
+        assert rotation.is_held_new_unit(state, NEW) is not fits, phase  # the other one is held too
+        del units["app/2"]

@@ -104,9 +104,33 @@ def is_held_new_unit(state: Optional[Dict[str, Any]], vault_key: Any = None) -> 
     if not path:
         return False
     try:
-        return not encryption_config.read_named_keys(path)
+        if encryption_config.read_named_keys(path):
+            return False
     except encryption_config.EncryptionConfigError:
         return False  # a file that cannot be read: the handlers block on it, a hold would hide that
+    if rotation_state.charms_file_fits_names(state) and not _another_unit_has_a_file(state):  # type: ignore
+        return False  # nobody's apiserver to keep up, and nothing else would ever give this unit a file
+    return True
+
+
+def _another_unit_has_a_file(state: Dict[str, Any]) -> bool:
+    """Whether another unit Juju expects has acknowledged this rotation with a file (not held).
+
+    Every unit that had the keys may have been removed during the rotation:
+    the units left were added since and are held, so no apiserver runs and
+    no rewrite can be done or verified.  Where the charm's first file gives
+    no name a second key (``charms_file_fits_names``), holding them protects
+    nothing: they get their file, and the layer brings it to the phase's.
+    Goal-state unreadable: assume another unit has one (the hold stays).
+    """
+    try:
+        units = set(application_units()) - {hookenv.local_unit()}
+    except rotation_state.RotationRefused:
+        return True
+    for unit, ack in read_acknowledgements().items():
+        if unit in units and ack.get("id") == state["id"] and not ack.get("held") and ack.get("keys"):
+            return True
+    return False
 
 
 def hold_new_unit(app_kv: Any) -> Optional[str]:

@@ -198,6 +198,15 @@ def holds_new_units(state: Optional[Dict[str, Any]]) -> bool:
     return not (state["phase"] == ADD and keys[0] == charms_own)
 
 
+def charms_file_fits_names(state: Dict[str, Any]) -> bool:
+    """Whether the charm's own first file (``key1`` with Vault's key) gives no name of the phase's plan a
+    second key: it may miss a name Secrets are stored under (they cannot be read until the layer brings the
+    file in line), but it never reads a Secret with the wrong key.  False in promote and rewrite, where
+    ``key1`` still stands for the old key."""
+    keys, _ = phase_plan(state)
+    return all(value == vault_key_in(state) for name, value in keys if name == CHARM_KEY_NAME)
+
+
 def vault_key_in(state: Dict[str, Any]) -> str:
     """The value Vault's ``encryption_key`` holds in this phase (the old key only while adding)."""
     return state["old"]["value"] if state["phase"] == ADD else state["new"]["value"]
