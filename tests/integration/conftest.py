@@ -118,6 +118,7 @@ def secure_storage_deployed(secure_storage_deployment):
 # The longest files first: with two workers taking files in collection order, a
 # long file started last would leave the other worker idle at the end.
 LONGEST_FIRST = [
+    "test_explore_regressions.py",
     "test_rolling_rotation.py",
     "test_key_rotation.py",
     "test_crash_at_each_request.py",
