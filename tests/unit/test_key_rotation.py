@@ -464,6 +464,19 @@ def publish_ack(juju, acknowledgement):
     juju["peer"].setdefault(acknowledgement["unit"], {})["vault-kv-rotation-ack"] = json.dumps(acknowledgement)
 
 
+def two_units_in_rewrite(juju, vault):
+    """app/0 (the leader) and app/1, both in phase rewrite with the phase's keys; returns the state."""
+    from charmhelpers.core import hookenv
+
+    units = {"app/0": {"status": "active"}, "app/1": {"status": "active"}}
+    hookenv.goal_state.side_effect = lambda: {"units": units}
+    rewrite = dict(started(), phase="rewrite")
+    vault.data["charm-app/kv/app"] = {"encryption_key": NEW, rs.ROTATION_KEY: rewrite}
+    for unit in units:
+        publish_ack(juju, ack(rewrite, [("key2", NEW), ("key1", OLD)], unit=unit))
+    return rewrite
+
+
 def test_the_leader_waits_for_a_dying_unit_to_go_before_any_phase_starts(juju, vault, flags, secure_storage_on):
     from charmhelpers.core import hookenv
 
@@ -543,17 +556,10 @@ def test_a_leader_that_cannot_read_etcd_confirms_with_the_census_another_unit_ve
     """A unit added during a rotation is held without a file (its kube-apiserver never configured); once it is
     leader in a rewrite phase it cannot take a census.  finish-encryption-key-rotation on another unit takes it
     there and hands it on (peer relation); the leader confirms with it and leaves the phase."""
-    from charmhelpers.core import hookenv
-
     from charms.layer import vault_kv
     from charms.layer.vault_kv.secure_storage import coordination, etcd_census, rewrite_check
 
-    units = {"app/0": {"status": "active"}, "app/1": {"status": "active"}}
-    hookenv.goal_state.side_effect = lambda: {"units": units}
-    rewrite = dict(started(), phase="rewrite")
-    vault.data["charm-app/kv/app"] = {"encryption_key": NEW, rs.ROTATION_KEY: rewrite}
-    for unit in units:
-        publish_ack(juju, ack(rewrite, [("key2", NEW), ("key1", OLD)], unit=unit))
+    rewrite = two_units_in_rewrite(juju, vault)
     readable = {"app/0": False, "app/1": True}  # app/0, the leader, has no kube-apiserver arguments
 
     def take(write_key, resources, args_path=None):
@@ -592,17 +598,10 @@ def test_a_census_from_another_unit_that_the_leaders_own_contradicts_is_never_us
 ):
     """The leader's census, when it can take one, decides; a census it contradicted (or one taken before a
     confirmation was withdrawn) does not come back when etcd fails the leader for a moment later."""
-    from charmhelpers.core import hookenv
-
     from charms.layer import vault_kv
     from charms.layer.vault_kv.secure_storage import coordination, etcd_census, rewrite_check
 
-    units = {"app/0": {"status": "active"}, "app/1": {"status": "active"}}
-    hookenv.goal_state.side_effect = lambda: {"units": units}
-    rewrite = dict(started(), phase="rewrite")
-    vault.data["charm-app/kv/app"] = {"encryption_key": NEW, rs.ROTATION_KEY: rewrite}
-    for unit in units:
-        publish_ack(juju, ack(rewrite, [("key2", NEW), ("key1", OLD)], unit=unit))
+    two_units_in_rewrite(juju, vault)
     etcd = {"app/0": "clean", "app/1": "clean"}
 
     def take(write_key, resources, args_path=None):
