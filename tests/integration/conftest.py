@@ -66,6 +66,23 @@ def cluster_for(charms, tmp_path):
         cluster.close()
 
 
+@pytest.fixture(scope="module")
+def explorer_deployment():
+    """The lifecycle explorer's deployment (tests/explore), made once per module that asks for it; its OpenBao
+    and etcd stopped by process id at the module's end.
+
+    On a single-node Vault here (the rule that kills the active node needs three, and is then not drawn):
+    a 3-node cluster costs a file about 55 s of make test's 10 minutes, and test_vault_ha_failover.py
+    kills an active node in make test already; make explore runs every schedule on three nodes.
+    """
+    from tests.explore import lifecycle
+
+    lifecycle.VAULT_NODES = 1
+    yield
+    lifecycle.close()
+    lifecycle.VAULT_NODES = 3
+
+
 @pytest.fixture
 def raft():
     """A 3-node raft OpenBao (Vault HA); every node stopped by its process id at teardown."""

@@ -12,14 +12,7 @@ import pytest
 from tests.explore import lifecycle
 from tests.support.vault_provider import EVERY_RUN
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_deployment():
-    """The explorer's deployment, made once for this module; its OpenBao and etcd stopped by process id."""
-    lifecycle.VAULT_NODES = 1
-    yield
-    lifecycle.close()
-    lifecycle.VAULT_NODES = 3
+pytestmark = pytest.mark.usefixtures("explorer_deployment")  # one deployment for the module (conftest)
 
 
 def test_a_unit_added_after_a_relation_readded_and_a_rollback_past_a_finished_rotation_reads_every_secret():

@@ -15,18 +15,7 @@ from tests.explore import lifecycle
 SCHEDULES, STEPS = 3, 8
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_deployment():
-    """The explorer's deployment, made once for this module; its OpenBao and etcd stopped by process id.
-
-    On a single-node Vault here (the rule that kills the active node needs three, and is then not drawn):
-    a 3-node cluster costs this file about 55 s of make test's 10 minutes, and test_vault_ha_failover.py
-    kills an active node in make test already; make explore runs every schedule on three nodes.
-    """
-    lifecycle.VAULT_NODES = 1
-    yield
-    lifecycle.close()
-    lifecycle.VAULT_NODES = 3
+pytestmark = pytest.mark.usefixtures("explorer_deployment")  # one deployment for the module (conftest)
 
 
 def test_a_fixed_set_of_lifecycle_schedules_keeps_every_invariant_and_ends_with_every_unit_ready():

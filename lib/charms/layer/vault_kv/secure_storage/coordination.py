@@ -86,7 +86,9 @@ def advance(app_kv: Any, state: Dict[str, Any], verified: bool = False) -> Dict[
     return state
 
 
-def _waiting_for(state: Dict[str, Any], units: List[str], acks: Dict[str, Any]) -> List[str]:
+def _waiting_for(
+    state: Dict[str, Any], units: List[str], acks: Dict[str, Any], dying: Optional[List[str]] = None
+) -> List[str]:
     """What the leader waits for before the next phase: the units that have not acknowledged this one, and
     units being removed, until they are gone.
 
@@ -96,10 +98,11 @@ def _waiting_for(state: Dict[str, Any], units: List[str], acks: Dict[str, Any]) 
     the file of this phase or the one before.  Adjacent phases' files read
     each other's Secrets, two phases apart do not (a write key missing, or
     ``key1`` standing for another key): so no phase starts until it is gone.
+    ``dying``: goal-state's dying units, when the caller read them already.
     """
-    waiting = rotation_state.waiting_for(state, units, acks)
-    waiting += ["{} (to be gone)".format(unit) for unit in rotation.dying_units()]
-    return waiting
+    if dying is None:
+        dying = rotation.dying_units()
+    return rotation_state.waiting_for(state, units, acks) + ["{} (to be gone)".format(unit) for unit in dying]
 
 
 def restore_vault_key(app_kv: Any, state: Dict[str, Any]) -> None:
@@ -385,10 +388,12 @@ def _show_progress(state: Dict[str, Any], own_ack: Optional[Dict[str, Any]]) -> 
     acks = rotation.read_acknowledgements()
     if own_ack is not None:
         acks[me] = own_ack
-    waiting = _waiting_for(state, units, acks)
-    others_dying = [unit for unit in rotation.dying_units() if unit != me]  # a dying leader: the next one goes on
+    dying = rotation.dying_units()
+    waiting = _waiting_for(state, units, acks, dying)
+    unacknowledged = rotation_state.waiting_for(state, units, acks)
+    others_dying = [unit for unit in dying if unit != me]  # a dying leader: the next one goes on
     rewrite_asked = state["phase"] in rotation_state.REWRITES and not state.get("confirmed")
-    if others_dying and not rewrite_asked and not rotation_state.waiting_for(state, units, acks):
+    if others_dying and not rewrite_asked and not unacknowledged:
         vault_kv_status.show_at_exit(
             "waiting",
             "key rotation phase {}: every unit done; the next phase waits for {} to be removed (its"
@@ -398,7 +403,7 @@ def _show_progress(state: Dict[str, Any], own_ack: Optional[Dict[str, Any]]) -> 
             ),
         )
         return
-    if state["phase"] in rotation_state.REWRITES and not rotation_state.waiting_for(state, units, acks):
+    if state["phase"] in rotation_state.REWRITES and not unacknowledged:
         running = [
             unit
             for unit in units
